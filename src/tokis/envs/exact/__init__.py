@@ -1,0 +1,1 @@
+"""Exact quantities by dynamic programming over (step, context); all O(T*S*V)."""
