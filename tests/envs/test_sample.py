@@ -1,0 +1,162 @@
+"""The reference sampler: exact frequencies, reproducibility, padding conventions, errors."""
+
+import numpy as np
+import pytest
+from _cases import random_cases, random_mdp, random_policy_pair
+from _reference import enumerate_sequences
+
+from tokis.envs import Policy, TokenMDP, sample
+from tokis.envs._rng import uniforms
+from tokis.envs._sample import _sample_numpy, sampling_tables
+
+Z = 5.0  # tolerance in exact standard errors; with ~100 cells per test the false-alarm rate is < 1e-4
+
+
+def _cell_probs(e, mdp):
+    """Exact P(step t, context c, token a) under mu from the enumeration."""
+    T, S, V = mdp.horizon, mdp.num_contexts, mdp.vocab_size
+    p = np.zeros((T, S, V))
+    for i in range(len(e.lengths)):
+        for t in range(e.lengths[i]):
+            p[t, e.contexts[i, t], e.tokens[i, t]] += e.prob["mu"][i]
+    return p
+
+
+@pytest.mark.parametrize("case", list(random_cases(11, 12)), ids=lambda c: c[3])
+def test_frequencies_and_mean_return_match_exact(case):
+    mdp, pi, mu, _ = case
+    n = 20000
+    r = sample(mdp, mu, n, target=pi, seed=3)
+    e = enumerate_sequences(mdp, pi=pi, mu=mu)
+    p = _cell_probs(e, mdp)
+    counts = np.zeros_like(p)
+    t_idx = np.broadcast_to(np.arange(mdp.horizon), r.tokens.shape)
+    np.add.at(counts, (t_idx[r.mask], r.contexts[r.mask], r.tokens[r.mask]), 1.0)
+    sd = np.sqrt(n * p * (1 - p))
+    live = p > 0
+    assert np.all(counts[~live] == 0)
+    z = np.abs(counts[live] - n * p[live]) / sd[live]
+    assert z.max() < Z, z.max()
+    # mean return against J(mu), with the exact variance of G (Bernoulli noise included)
+    pr = e.prob["mu"]
+    mean = pr @ e.returns
+    var = pr @ (e.returns - mean) ** 2
+    if mdp.reward_noise == "bernoulli":
+        var += pr @ (e.terminal * (1 - e.terminal))
+    assert abs(r.returns.mean() - mean) <= Z * np.sqrt(var / n) + 1e-12  # floor: constant returns
+
+
+def test_rollout_fields_are_consistent(rng):
+    mdp = random_mdp(rng, S=4, V=3, T=6, eos=True, step_reward=True, multi_start=True)
+    pi, mu = random_policy_pair(rng, mdp, time_dependent=True)
+    r = sample(mdp, mu, 500, target=pi, seed=9)
+    assert r.tokens.shape == (500, 6) and r.n == 500 and r.horizon == 6
+    np.testing.assert_array_equal(r.mask, r.tokens >= 0)
+    np.testing.assert_array_equal(r.lengths, r.mask.sum(1))
+    # masks are prefixes; eos ends a sequence; nothing after the end
+    assert np.all(np.diff(r.mask.astype(int), axis=1) <= 0)
+    last = r.tokens[np.arange(500), r.lengths - 1]
+    assert np.all((last == mdp.eos) | (r.lengths == 6))
+    assert not np.any((r.tokens[:, :-1] == mdp.eos) & r.mask[:, 1:])
+    assert np.all(r.contexts[~r.mask] == -1)
+    # contexts follow the automaton
+    for i in range(50):
+        for t in range(1, r.lengths[i]):
+            assert r.contexts[i, t] == mdp.next_context[r.contexts[i, t - 1], r.tokens[i, t - 1]]
+        assert r.final_contexts[i] == mdp.next_context[r.contexts[i, r.lengths[i] - 1], last[i]]
+    # log-probabilities, log-ratio and rewards
+    t_idx = np.broadcast_to(np.arange(6), r.tokens.shape)
+    lp = np.where(r.mask, mu.log_probs[t_idx, np.maximum(r.contexts, 0), np.maximum(r.tokens, 0)], 0.0)
+    np.testing.assert_array_equal(r.logp_behavior, lp)
+    np.testing.assert_allclose(r.log_ratio, r.logp_target - r.logp_behavior)
+    assert np.all(r.log_ratio[~r.mask] == 0)
+    steps = np.where(r.mask, mdp.step_reward[np.maximum(r.contexts, 0), np.maximum(r.tokens, 0)], 0.0)
+    expected = steps.copy()
+    expected[np.arange(500), r.lengths - 1] += mdp.terminal_reward[r.final_contexts]
+    np.testing.assert_allclose(r.rewards, expected)
+    np.testing.assert_allclose(r.returns, expected.sum(1))
+
+
+def test_without_target_has_no_ratio(rng):
+    mdp = random_mdp(rng)
+    r = sample(mdp, Policy(np.zeros((3, 3))), 4)
+    assert r.logp_target is None and r.log_ratio is None
+
+
+def test_reproducible_and_chunk_independent(rng):
+    mdp = random_mdp(rng, S=3, V=4, T=5, eos=True)
+    _, mu = random_policy_pair(rng, mdp)
+    a = sample(mdp, mu, 1000, seed=5)
+    b = sample(mdp, mu, 1000, seed=5)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    c = sample(mdp, mu, 1000, seed=6)
+    assert not np.array_equal(a.tokens, c.tokens)
+    # a different chunking draws the same tokens: uniforms depend only on (seed, i, t)
+    tok, _ = _sample_numpy(mdp, sampling_tables(mu), 1000, 5, chunk=7)
+    np.testing.assert_array_equal(tok, a.tokens)
+    # a prefix of a larger batch is the smaller batch
+    d = sample(mdp, mu, 1500, seed=5)
+    np.testing.assert_array_equal(d.tokens[:1000], a.tokens)
+
+
+def test_token_is_inverse_cdf_of_counter_uniform():
+    mdp = TokenMDP(np.zeros((1, 4), dtype=int), horizon=3)
+    mu = Policy(np.log(np.array([[0.1, 0.2, 0.3, 0.4]])))
+    r = sample(mdp, mu, 64, seed=123)
+    u = uniforms(123, 0, np.arange(64)[:, None], np.arange(3)[None, :])
+    expected = np.searchsorted(np.array([0.1, 0.3, 0.6]), u, side="right")
+    np.testing.assert_array_equal(r.tokens, expected)
+
+
+def test_zero_probability_tokens_never_drawn():
+    mdp = TokenMDP(np.zeros((1, 5), dtype=int), horizon=4)
+    mu = Policy(np.array([[-np.inf, 0.0, -np.inf, 0.0, -np.inf]]))
+    r = sample(mdp, mu, 5000, seed=1)
+    assert set(np.unique(r.tokens)) == {1, 3}
+
+
+def test_target_with_zero_probability_gives_minus_inf_ratio():
+    mdp = TokenMDP(np.zeros((1, 2), dtype=int), horizon=2)
+    r = sample(mdp, Policy(np.zeros((1, 2))), 200, target=Policy(np.array([[0.0, -np.inf]])), seed=2)
+    assert np.all(np.isneginf(r.log_ratio[r.tokens == 1]))
+    np.testing.assert_allclose(r.log_ratio[r.tokens == 0], np.log(2.0))
+
+
+def test_bernoulli_rewards_are_binary_with_exact_mean():
+    mdp = TokenMDP(np.array([[0, 1], [1, 1]]), horizon=3, terminal_reward=[0.2, 0.7], reward_noise="bernoulli")
+    mu = Policy(np.zeros((2, 2)))
+    n = 40000
+    r = sample(mdp, mu, n, seed=4)
+    assert set(np.unique(r.returns)) <= {0.0, 1.0}
+    p1 = 1 - 0.5**3  # probability that token 1 appears, moving to context 1
+    m = 0.2 * (1 - p1) + 0.7 * p1
+    assert abs(r.returns.mean() - m) < Z * np.sqrt(m * (1 - m) / n)
+
+
+def test_start_distribution_is_respected():
+    mdp = TokenMDP(np.array([[0], [1], [2]]), horizon=1, start=[0.2, 0.5, 0.3])
+    n = 30000
+    r = sample(mdp, Policy(np.zeros((3, 1))), n, seed=8)
+    counts = np.bincount(r.contexts[:, 0], minlength=3)
+    p = np.array([0.2, 0.5, 0.3])
+    assert np.all(np.abs(counts - n * p) < Z * np.sqrt(n * p * (1 - p)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(n=0), ValueError, "n must be >= 1"),
+        (dict(n=2.0), TypeError, "n must be an integer"),
+        (dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*64\)"),
+        (dict(backend="torch"), ValueError, "backend must be one of"),
+        (dict(behavior=Policy(np.zeros((2, 3)))), ValueError, "behavior logits have shape"),
+        (dict(target=Policy(np.zeros((3, 2)))), ValueError, "target logits have shape"),
+        (dict(behavior="uniform"), TypeError, "behavior must be a tokis.envs.Policy"),
+        (dict(mdp=np.zeros((2, 2))), TypeError, "mdp must be a TokenMDP"),
+    ],
+)
+def test_sample_errors(kwargs, exc, match):
+    args = dict(mdp=TokenMDP(np.array([[0, 1], [1, 0]]), horizon=2), behavior=Policy(np.zeros((2, 2))), n=3)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        sample(args.pop("mdp"), args.pop("behavior"), args.pop("n"), **args)
