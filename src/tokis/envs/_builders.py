@@ -1,12 +1,592 @@
-"""MDP builders (placeholder until implemented)."""
+r"""Builders of token MDPs: n-gram and prefix-tree context automata, reward automata, products.
 
-__all__ = ["iid", "ngram", "prefix_tree", "count_automaton", "pattern_automaton", "parity_automaton",
-           "last_token_automaton", "product", "random_policy"]
+Every builder returns a :class:`~tokis.envs.TokenMDP` whose contexts summarise the prefix:
+
+* :func:`ngram` -- the last ``k`` tokens (with shorter contexts while fewer than ``k`` tokens
+  have been emitted); :func:`iid` is the case ``k = 0`` (one context);
+* :func:`prefix_tree` -- the whole prefix (no aliasing; tiny ``V`` and ``T`` only).
+
+Rewards come either from a random terminal reward per context (``reward=None``) or from a
+:class:`RewardAutomaton` (count of a token, pattern seen, parity, last token), in which case the
+MDP is the :func:`product` of the policy automaton with the reward automaton.
+
+Context numbering of a product
+------------------------------
+The product of a policy automaton with ``P`` contexts and a reward automaton with ``K`` states
+has ``S = P * K`` contexts, flattened as ``c = p * K + k`` (``p`` the policy context, ``k`` the
+reward state). A policy that should see only the policy part of the context is defined on the
+``P`` policy contexts and expanded with :func:`lift_policy` using :func:`policy_context`, or
+drawn directly with ``random_policy(mdp, contexts=policy_context(mdp, automaton))``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import as_int_array, check_finite, check_int, check_positive_int
+from ._mdp import TokenMDP
+from ._policy import Policy, as_policy
+
+__all__ = [
+    "MAX_CONTEXTS",
+    "MAX_TABLE_ENTRIES",
+    "RewardAutomaton",
+    "iid",
+    "ngram",
+    "prefix_tree",
+    "count_automaton",
+    "pattern_automaton",
+    "parity_automaton",
+    "last_token_automaton",
+    "product",
+    "policy_context",
+    "lift_policy",
+    "random_policy",
+    "ngram_index",
+]
+
+#: Largest number of contexts a builder will create.
+MAX_CONTEXTS = 2_000_000
+#: Largest ``next_context`` table (contexts x vocabulary) a builder will create (512 MB of int64).
+MAX_TABLE_ENTRIES = 1 << 26
+
+_COMBINE = ("mul", "add")
 
 
-def _todo(*a, **k):
-    raise NotImplementedError
+# --------------------------------------------------------------------------------------------
+# Reward automata
+# --------------------------------------------------------------------------------------------
 
 
-iid = ngram = prefix_tree = count_automaton = pattern_automaton = parity_automaton = _todo
-last_token_automaton = product = random_policy = _todo
+@dataclass(frozen=True, eq=False)
+class RewardAutomaton:
+    r"""A deterministic automaton over tokens with a reward per state.
+
+    After reading tokens ``a_0 .. a_{L-1}`` from ``start`` the automaton is in state
+    ``k_L = next_state[k_{L-1}, a_{L-1}]``; the terminal reward of the sequence is
+    ``reward[k_L]``. End-of-sequence tokens are read like any other token.
+
+    Parameters
+    ----------
+    next_state : int array, shape (K, V)
+        Transition table, entries in ``[0, K)``.
+    reward : float array, shape (K,)
+        Reward of each state (finite).
+    start : int
+        Initial state in ``[0, K)``.
+    name : str
+        A short description (e.g. ``"count(2>=3)"``).
+
+    Attributes
+    ----------
+    num_states, vocab_size : int
+        ``K`` and ``V``.
+
+    Notes
+    -----
+    Arrays are stored as read-only copies. Equality is identity (arrays do not compare as
+    booleans); compare ``next_state``, ``reward`` and ``start`` explicitly.
+    """
+
+    next_state: np.ndarray
+    reward: np.ndarray
+    start: int
+    name: str = "automaton"
+
+    def __post_init__(self):
+        ns = as_int_array(self.next_state, "next_state", ndim=2)
+        K, V = ns.shape
+        if K < 1 or V < 1:
+            raise ValueError(f"next_state must have at least one state and one token, got shape {ns.shape}")
+        if ns.min() < 0 or ns.max() >= K:
+            raise ValueError(f"next_state entries must be states in [0, {K}), got values in [{ns.min()}, {ns.max()}]")
+        rw = np.asarray(self.reward)
+        if rw.dtype == object or not (np.issubdtype(rw.dtype, np.number) or rw.dtype == bool):
+            raise TypeError(f"reward must be numeric, got dtype {rw.dtype}")
+        rw = np.array(rw, dtype=np.float64)
+        if rw.shape != (K,):
+            raise ValueError(f"reward must have shape ({K},), got {rw.shape}")
+        check_finite(rw, "reward")
+        start = check_int(self.start, "start")
+        if not 0 <= start < K:
+            raise ValueError(f"start must be a state in [0, {K}), got {start}")
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {type(self.name).__name__}")
+        ns = np.array(ns, dtype=np.int64)
+        ns.setflags(write=False)
+        rw.setflags(write=False)
+        object.__setattr__(self, "next_state", ns)
+        object.__setattr__(self, "reward", rw)
+        object.__setattr__(self, "start", start)
+
+    @property
+    def num_states(self) -> int:
+        return int(self.next_state.shape[0])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.next_state.shape[1])
+
+    def __repr__(self) -> str:
+        return f"RewardAutomaton(name={self.name!r}, num_states={self.num_states}, vocab_size={self.vocab_size})"
+
+
+def _check_token(token, vocab: int, name: str) -> int:
+    tok = check_int(token, name)
+    if not 0 <= tok < vocab:
+        raise ValueError(f"{name} must be a token in [0, {vocab}), got {tok}")
+    return tok
+
+
+def count_automaton(vocab, token, threshold) -> RewardAutomaton:
+    r"""Reward 1 once ``token`` has been emitted at least ``threshold`` times.
+
+    States ``k = min(#{t : a_t = token}, threshold)``, so ``K = threshold + 1``;
+    ``reward[k] = 1{k = threshold}``.
+
+    Parameters
+    ----------
+    vocab : int
+        Vocabulary size ``V >= 1``.
+    token : int
+        The counted token, in ``[0, V)``.
+    threshold : int
+        Count needed for reward 1, ``>= 1``.
+
+    Returns
+    -------
+    RewardAutomaton
+        ``next_state`` shape (threshold + 1, V).
+    """
+    V = check_positive_int(vocab, "vocab")
+    tok = _check_token(token, V, "token")
+    m = check_positive_int(threshold, "threshold")
+    K = m + 1
+    if K * V > MAX_TABLE_ENTRIES:
+        raise ValueError(f"threshold={m} with vocab={V} gives a transition table over {MAX_TABLE_ENTRIES} entries")
+    k = np.arange(K)
+    ns = np.repeat(k[:, None], V, axis=1)
+    ns[:, tok] = np.minimum(k + 1, m)
+    reward = (k == m).astype(np.float64)
+    return RewardAutomaton(ns, reward, 0, f"count({tok}>={m})")
+
+
+def pattern_automaton(vocab, pattern) -> RewardAutomaton:
+    r"""Reward 1 once the contiguous token ``pattern`` has appeared (Knuth-Morris-Pratt automaton).
+
+    State ``q in {0..m}`` (``m = len(pattern)``) is the length of the longest prefix of the
+    pattern that is a suffix of the tokens read so far; state ``m`` (pattern seen) is absorbing
+    and the only rewarded state.
+
+    Parameters
+    ----------
+    vocab : int
+        Vocabulary size ``V >= 1``.
+    pattern : sequence of int, length m >= 1
+        Tokens in ``[0, V)``.
+
+    Returns
+    -------
+    RewardAutomaton
+        ``next_state`` shape (m + 1, V).
+    """
+    V = check_positive_int(vocab, "vocab")
+    if isinstance(pattern, (numbers.Integral, np.integer)) and not isinstance(pattern, bool):
+        pattern = [pattern]
+    pat = as_int_array(pattern, "pattern", ndim=1)
+    m = int(pat.size)
+    if m == 0:
+        raise ValueError("pattern must be non-empty")
+    if pat.min() < 0 or pat.max() >= V:
+        raise ValueError(f"pattern tokens must lie in [0, {V}), got values in [{pat.min()}, {pat.max()}]")
+    if (m + 1) * V > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            f"pattern of length {m} with vocab={V} gives a transition table over {MAX_TABLE_ENTRIES} entries"
+        )
+    ns = np.zeros((m + 1, V), dtype=np.int64)
+    ns[0, pat[0]] = 1
+    x = 0  # state reached by the pattern shifted by one (the KMP failure state)
+    for q in range(1, m):
+        ns[q] = ns[x]
+        ns[q, pat[q]] = q + 1
+        x = int(ns[x, pat[q]])
+    ns[m] = m
+    reward = np.zeros(m + 1)
+    reward[m] = 1.0
+    return RewardAutomaton(ns, reward, 0, "pattern(" + ",".join(str(int(a)) for a in pat) + ")")
+
+
+def parity_automaton(vocab, token) -> RewardAutomaton:
+    r"""Reward 1 when ``token`` has been emitted an odd number of times.
+
+    Two states ``k = #{t : a_t = token} mod 2``; ``reward = [0, 1]``.
+    """
+    V = check_positive_int(vocab, "vocab")
+    tok = _check_token(token, V, "token")
+    ns = np.repeat(np.arange(2)[:, None], V, axis=1)
+    ns[:, tok] = [1, 0]
+    return RewardAutomaton(ns, np.array([0.0, 1.0]), 0, f"parity({tok})")
+
+
+def last_token_automaton(vocab, token) -> RewardAutomaton:
+    r"""Reward 1 when the last token emitted (``eos`` included) equals ``token``.
+
+    Two states ``k = 1{last token = token}`` (``k = 0`` before any token); ``reward = [0, 1]``.
+    """
+    V = check_positive_int(vocab, "vocab")
+    tok = _check_token(token, V, "token")
+    ns = np.zeros((2, V), dtype=np.int64)
+    ns[:, tok] = 1
+    return RewardAutomaton(ns, np.array([0.0, 1.0]), 0, f"last({tok})")
+
+
+# --------------------------------------------------------------------------------------------
+# Products
+# --------------------------------------------------------------------------------------------
+
+
+def product(a, b, *, combine="mul"):
+    r"""Product of a context automaton with a reward automaton (or of two reward automata).
+
+    Parameters
+    ----------
+    a : TokenMDP or RewardAutomaton
+        The policy MDP (``P`` contexts) or a first reward automaton (``K_a`` states).
+    b : RewardAutomaton
+        The reward automaton (``K`` states); same vocabulary as ``a``.
+    combine : {"mul", "add"}
+        Only for two automata: the reward of the pair state ``(i, j)`` is
+        ``a.reward[i] * b.reward[j]`` ("mul": both conditions, for 0/1 rewards) or
+        ``a.reward[i] + b.reward[j]`` ("add").
+
+    Returns
+    -------
+    TokenMDP or RewardAutomaton
+        For ``a`` a TokenMDP: an MDP with ``S = P * K`` contexts ``c = p * K + k`` and
+
+        * ``next_context[c, x] = next_context_a[p, x] * K + next_state_b[k, x]``;
+        * ``terminal_reward[c] = reward_b[k]`` (the MDP's own terminal reward is replaced);
+        * ``step_reward[c, x] = step_reward_a[p, x]`` (kept when ``a`` has one);
+        * ``start[c] = start_a[p] * 1{k = start_b}``;
+        * ``horizon``, ``eos`` and ``reward_noise`` of ``a``.
+
+        For two automata: the pair automaton with states ``i * K + j`` and start
+        ``start_a * K + start_b``.
+
+    Raises
+    ------
+    TypeError
+        If ``a`` is not a TokenMDP or RewardAutomaton, or ``b`` not a RewardAutomaton.
+    ValueError
+        On a vocabulary mismatch, too many contexts, or an unknown ``combine``.
+    """
+    if not isinstance(b, RewardAutomaton):
+        raise TypeError(f"b must be a RewardAutomaton, got {type(b).__name__}")
+    if not isinstance(a, (TokenMDP, RewardAutomaton)):
+        raise TypeError(f"a must be a TokenMDP or a RewardAutomaton, got {type(a).__name__}")
+    if combine not in _COMBINE:
+        raise ValueError(f"combine must be one of {_COMBINE}, got {combine!r}")
+    V = a.vocab_size
+    if b.vocab_size != V:
+        raise ValueError(f"vocabulary mismatch: a has {V} tokens, b has {b.vocab_size}")
+    P = a.num_contexts if isinstance(a, TokenMDP) else a.num_states
+    K = b.num_states
+    S = P * K
+    if S > MAX_CONTEXTS or S * V > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            f"the product has {P} x {K} = {S} contexts with vocab={V}; the limit is {MAX_CONTEXTS} contexts "
+            f"and {MAX_TABLE_ENTRIES} table entries"
+        )
+    first_next = a.next_context if isinstance(a, TokenMDP) else a.next_state
+    nxt = (first_next[:, None, :] * K + b.next_state[None, :, :]).reshape(S, V)
+    if isinstance(a, RewardAutomaton):
+        if combine == "mul":
+            reward = (a.reward[:, None] * b.reward[None, :]).ravel()
+        else:
+            reward = (a.reward[:, None] + b.reward[None, :]).ravel()
+        name = f"{a.name}{'*' if combine == 'mul' else '+'}{b.name}"
+        return RewardAutomaton(nxt, reward, a.start * K + b.start, name)
+    term = np.tile(b.reward, P)
+    step = np.repeat(a.step_reward, K, axis=0) if a.has_step_reward else None
+    start = np.zeros((P, K))
+    start[:, b.start] = a.start
+    return TokenMDP(
+        nxt,
+        horizon=a.horizon,
+        terminal_reward=term,
+        step_reward=step,
+        start=start.ravel(),
+        eos=a.eos,
+        reward_noise=a.reward_noise,
+    )
+
+
+def policy_context(mdp, automaton) -> np.ndarray:
+    r"""Policy context ``p = c // K`` of each context of ``product(base, automaton)``.
+
+    Parameters
+    ----------
+    mdp : TokenMDP
+        An MDP built as a product with ``automaton`` (by :func:`product` or a builder's
+        ``reward=automaton``); only the context count is checked.
+    automaton : RewardAutomaton
+        The reward automaton (``K`` states).
+
+    Returns
+    -------
+    int64 array, shape (S,)
+        ``np.arange(S) // K``.
+    """
+    if not isinstance(mdp, TokenMDP):
+        raise TypeError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    if not isinstance(automaton, RewardAutomaton):
+        raise TypeError(f"automaton must be a RewardAutomaton, got {type(automaton).__name__}")
+    S, K = mdp.num_contexts, automaton.num_states
+    if S % K or mdp.vocab_size != automaton.vocab_size:
+        raise ValueError(
+            f"mdp (S={S}, V={mdp.vocab_size}) is not a product with automaton (K={K}, V={automaton.vocab_size})"
+        )
+    return np.arange(S, dtype=np.int64) // K
+
+
+def _check_contexts(contexts, S: int, name: str = "contexts") -> np.ndarray:
+    ctx = as_int_array(contexts, name, ndim=1)
+    if ctx.shape != (S,):
+        raise ValueError(f"{name} must have shape ({S},), got {ctx.shape}")
+    if S and ctx.min() < 0:
+        raise ValueError(f"{name} must hold non-negative policy contexts, got minimum {ctx.min()}")
+    return ctx
+
+
+def lift_policy(policy, contexts) -> Policy:
+    r"""Expand a policy defined on policy contexts to the contexts of a larger (product) MDP.
+
+    ``lifted.logits[..., c, :] = policy.logits[..., contexts[c], :]``.
+
+    Parameters
+    ----------
+    policy : Policy
+        Logits (P, V) or (T, P, V) over the policy contexts.
+    contexts : int array, shape (S,)
+        Policy context of every MDP context, in ``[0, P)`` (e.g. :func:`policy_context`).
+
+    Returns
+    -------
+    Policy
+        Logits (S, V) or (T, S, V).
+    """
+    pol = as_policy(policy, "policy")
+    ctx = as_int_array(contexts, "contexts", ndim=1)
+    P = pol.num_contexts
+    if ctx.size and (ctx.min() < 0 or ctx.max() >= P):
+        raise ValueError(f"contexts must be policy contexts in [0, {P}), got values in [{ctx.min()}, {ctx.max()}]")
+    return Policy(pol.logits[..., ctx, :])
+
+
+# --------------------------------------------------------------------------------------------
+# Context automata
+# --------------------------------------------------------------------------------------------
+
+
+def _ngram_sizes(V: int, k: int, what: str) -> list[int]:
+    """Numbers of contexts of each length 0..k, refusing tables over the limits."""
+    sizes = []
+    total = 0
+    for j in range(k + 1):
+        sizes.append(V**j)
+        total += V**j
+        if total > MAX_CONTEXTS or total * V > MAX_TABLE_ENTRIES:
+            raise ValueError(
+                f"{what} with vocab={V} needs at least {total} contexts ({total * V} table entries); the limits "
+                f"are {MAX_CONTEXTS} contexts and {MAX_TABLE_ENTRIES} entries: reduce {what.split('=')[0]} or vocab"
+            )
+    return sizes
+
+
+def _ngram_table(V: int, k: int, sizes: list[int]) -> np.ndarray:
+    """next_context of the order-k n-gram automaton (see :func:`ngram` for the numbering)."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    S = int(offsets[-1])
+    nc = np.empty((S, V), dtype=np.int64)
+    a = np.arange(V, dtype=np.int64)
+    for j in range(k + 1):
+        nums = np.arange(sizes[j], dtype=np.int64)[:, None]
+        appended = nums * V + a[None, :]
+        if j < k:
+            nc[offsets[j] : offsets[j + 1]] = offsets[j + 1] + appended
+        else:
+            nc[offsets[j] : offsets[j + 1]] = offsets[j] + appended % sizes[j]
+    return nc
+
+
+def ngram_index(tokens, vocab: int, order: int) -> int:
+    r"""Context of :func:`ngram` (and :func:`prefix_tree`, ``order = horizon``) after ``tokens``.
+
+    With ``w`` the last ``j = min(len(tokens), order)`` tokens (oldest first), the context is
+    ``sum_{i<j} V^i + sum_i w_i V^{j-1-i}``.
+    """
+    V = check_positive_int(vocab, "vocab")
+    k = check_positive_int(order, "order", minimum=0)
+    toks = [int(x) for x in tokens]
+    w = toks[len(toks) - min(len(toks), k) :]
+    j = len(w)
+    idx = sum(V**i for i in range(j))
+    num = 0
+    for x in w:
+        if not 0 <= x < V:
+            raise ValueError(f"tokens must lie in [0, {V}), got {x}")
+        num = num * V + x
+    return idx + num
+
+
+def _finish(nc, *, horizon, reward, eos, seed, reward_noise) -> TokenMDP:
+    S, V = nc.shape
+    if eos is not None:
+        _check_token(eos, V, "eos")
+    seed = check_int(seed, "seed")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if reward is None:
+        term = np.random.default_rng(seed).uniform(0.0, 1.0, size=S)
+        return TokenMDP(nc, horizon=horizon, terminal_reward=term, start=0, eos=eos, reward_noise=reward_noise)
+    if not isinstance(reward, RewardAutomaton):
+        raise TypeError(f"reward must be a RewardAutomaton or None, got {type(reward).__name__}")
+    if reward.vocab_size != V:
+        raise ValueError(f"reward automaton has vocab {reward.vocab_size}, expected vocab={V}")
+    base = TokenMDP(nc, horizon=horizon, start=0, eos=eos, reward_noise=reward_noise)
+    return product(base, reward)
+
+
+def ngram(vocab, order, horizon, *, reward=None, eos=None, seed=0, reward_noise="none") -> TokenMDP:
+    r"""Token MDP whose context is the last ``order`` tokens.
+
+    Contexts are the token tuples ``w`` of length ``j = 0..k`` (``k = order``): before ``k``
+    tokens have been emitted the context is the whole (shorter) prefix, starting from the empty
+    context 0 ("no tokens yet"); afterwards it is the last ``k`` tokens. A tuple
+    ``w = (w_0, .., w_{j-1})`` (oldest first) has index ``sum_{i<j} V^i + sum_i w_i V^{j-1-i}``
+    (see :func:`ngram_index`), so ``S = sum_{j<=k} V^j`` and ``order = 0`` is :func:`iid`.
+    Appending ``a`` to ``w`` gives ``w + (a,)`` while ``j < k`` and drops the oldest token
+    when ``j = k``.
+
+    Parameters
+    ----------
+    vocab : int
+        Vocabulary size ``V >= 1``.
+    order : int
+        ``k >= 0``.
+    horizon : int
+        ``T >= 1``.
+    reward : RewardAutomaton, optional
+        When given, the MDP is ``product(ngram_mdp, reward)`` (``S * K`` contexts numbered
+        ``c * K + state``; terminal reward from the automaton). When None, the terminal reward
+        of each context is drawn ``Uniform[0, 1]`` from ``np.random.default_rng(seed)``
+        (a reward depending on the last ``k`` tokens).
+    eos : int, optional
+        End-of-sequence token in ``[0, V)``.
+    seed : int
+        Seed of the random terminal reward (unused when ``reward`` is given).
+    reward_noise : {"none", "bernoulli"}
+        Passed to :class:`TokenMDP`.
+
+    Returns
+    -------
+    TokenMDP
+        Starts in the empty context (0).
+
+    Raises
+    ------
+    ValueError
+        If the automaton would exceed :data:`MAX_CONTEXTS` contexts or
+        :data:`MAX_TABLE_ENTRIES` table entries, or on an invalid argument.
+    """
+    V = check_positive_int(vocab, "vocab")
+    k = check_positive_int(order, "order", minimum=0)
+    T = check_positive_int(horizon, "horizon")
+    sizes = _ngram_sizes(V, k, f"order={k}")
+    return _finish(_ngram_table(V, k, sizes), horizon=T, reward=reward, eos=eos, seed=seed, reward_noise=reward_noise)
+
+
+def iid(vocab, horizon, *, reward=None, eos=None, seed=0, reward_noise="none") -> TokenMDP:
+    r"""Token MDP with a single context (tokens are i.i.d. under any policy): ``ngram(vocab, 0, horizon)``.
+
+    With ``reward=None`` the single terminal reward is ``Uniform[0, 1]`` from ``seed`` (a constant
+    return); pass a :class:`RewardAutomaton` for a reward that depends on the tokens (the MDP
+    then has ``K`` contexts, one per automaton state). Other parameters as in :func:`ngram`.
+    """
+    V = check_positive_int(vocab, "vocab")
+    T = check_positive_int(horizon, "horizon")
+    return _finish(np.zeros((1, V), dtype=np.int64), horizon=T, reward=reward, eos=eos, seed=seed,
+                   reward_noise=reward_noise)
+
+
+def prefix_tree(vocab, horizon, *, reward=None, eos=None, seed=0, reward_noise="none") -> TokenMDP:
+    r"""Token MDP whose context is the whole prefix (no aliasing).
+
+    One context per prefix of length ``0..T``: ``S = sum_{t<=T} V^t`` (the numbering of
+    ``ngram(vocab, horizon, horizon)``; prefixes of length ``T`` are final contexts only).
+    Meant for tiny ``V`` and ``T``. Other parameters as in :func:`ngram`.
+
+    Raises
+    ------
+    ValueError
+        If ``S`` would exceed :data:`MAX_CONTEXTS` (the message names horizon and vocab).
+    """
+    V = check_positive_int(vocab, "vocab")
+    T = check_positive_int(horizon, "horizon")
+    sizes = _ngram_sizes(V, T, f"horizon={T}")
+    return _finish(_ngram_table(V, T, sizes), horizon=T, reward=reward, eos=eos, seed=seed, reward_noise=reward_noise)
+
+
+# --------------------------------------------------------------------------------------------
+# Random policies
+# --------------------------------------------------------------------------------------------
+
+
+def random_policy(mdp, *, scale=1.0, seed=0, contexts=None, time_dependent=False) -> Policy:
+    r"""A random softmax policy with i.i.d. Gaussian logits ``N(0, scale^2)``.
+
+    Parameters
+    ----------
+    mdp : TokenMDP
+        The MDP (``S`` contexts, ``V`` tokens, horizon ``T``).
+    scale : float
+        Standard deviation of the logits, finite and ``>= 0`` (0 gives the uniform policy).
+    seed : int
+        Seed of ``np.random.default_rng``.
+    contexts : int array, shape (S,), optional
+        Policy context of each MDP context (e.g. :func:`policy_context` for a product with a
+        reward automaton). Logits are then drawn for the ``P = max(contexts) + 1`` policy
+        contexts, shape (P, V), and expanded with :func:`lift_policy`, so the policy ignores the
+        reward state. By default every context gets its own logits.
+    time_dependent : bool
+        Draw logits (T, P, V) (one row per step) instead of (P, V).
+
+    Returns
+    -------
+    Policy
+        Logits (S, V), or (T, S, V) when ``time_dependent``; the draws are
+        ``default_rng(seed).normal(0, scale, size=(T,) P, V)``.
+    """
+    if not isinstance(mdp, TokenMDP):
+        raise TypeError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+    scale = float(scale)
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be finite and >= 0, got {scale}")
+    seed = check_int(seed, "seed")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not isinstance(time_dependent, (bool, np.bool_)):
+        raise TypeError(f"time_dependent must be a bool, got {type(time_dependent).__name__}")
+    S, V = mdp.num_contexts, mdp.vocab_size
+    ctx = None if contexts is None else _check_contexts(contexts, S)
+    P = S if ctx is None else int(ctx.max()) + 1
+    shape = (mdp.horizon, P, V) if time_dependent else (P, V)
+    logits = np.random.default_rng(seed).normal(0.0, 1.0, size=shape) * scale
+    if ctx is not None:
+        logits = logits[..., ctx, :]
+    return Policy(logits)
