@@ -204,6 +204,13 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
 
 
 def _dispatch(backend: str):
-    if backend in ("auto", "numpy"):
+    """The token kernel for ``backend``: "auto" is numba (the arrays here live on the CPU)."""
+    if backend == "numpy":
         return _sample_numpy
-    raise ValueError(f"backend {backend!r} is not available yet")
+    if backend in ("auto", "numba"):
+        from .._backends._numba_sample import sample_numba
+
+        return sample_numba
+    from .._backends._cupy_sample import sample_cupy  # backend == "cupy"
+
+    return sample_cupy
