@@ -42,16 +42,17 @@ _CHUNK = 16  # blocks per parallel work item (per-item scratch arrays are alloca
 
 
 @numba.njit(cache=True, parallel=True)
-def _sample_kernel(cdf, start_cdf, nxt, eos, key, n, T):  # pragma: no cover - compiled
+def _sample_kernel(cdf, start_cdf, nxt, eos, key, tokens, contexts):  # pragma: no cover - compiled
     # cdf (Tp, S, V) with Tp in {1, T}; start_cdf (S,); nxt (S, V) int64; key uint64 run key.
     # Each row's draws depend only on (key, row index): blocking and threads change nothing.
     # A block of rows runs one binary-search step for all its rows before the next step, so
     # the comparisons become data (vector selects) instead of unpredictable branches.
+    # tokens, contexts (n, T) are filled in (allocated by numpy, which asks the kernel for
+    # huge pages: first-touch page faults of numba-allocated outputs cost more than the work).
     tp, S, V = cdf.shape
+    n, T = tokens.shape
     flat = cdf.ravel()
     nflat = nxt.ravel()
-    tokens = np.empty((n, T), dtype=np.int64)
-    contexts = np.empty((n, T), dtype=np.int64)
     rows_per_item = _BLOCK * _CHUNK
     nitems = (n + rows_per_item - 1) // rows_per_item
     for item in numba.prange(nitems):
@@ -92,7 +93,6 @@ def _sample_kernel(cdf, start_cdf, nxt, eos, key, n, T):  # pragma: no cover - c
                     else:
                         tokens[i0 + j, t] = -1
                         contexts[i0 + j, t] = -1
-    return tokens, contexts
 
 
 def sample_numba(mdp, cdf: np.ndarray, n: int, seed: int):
@@ -115,6 +115,7 @@ def sample_numba(mdp, cdf: np.ndarray, n: int, seed: int):
     """
     key = run_key(seed, STREAM_TOKEN)
     nxt = np.ascontiguousarray(mdp.next_context, dtype=np.int64)
-    return _sample_kernel(
-        step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)), key, np.int64(n), np.int64(mdp.horizon)
-    )
+    tokens = np.empty((n, mdp.horizon), dtype=np.int64)
+    contexts = np.empty((n, mdp.horizon), dtype=np.int64)
+    _sample_kernel(step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)), key, tokens, contexts)
+    return tokens, contexts
