@@ -1,0 +1,226 @@
+"""What practitioners log about a batch of importance ratios: :func:`diagnose`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._input import check_band, check_c, prepare_log_ratio
+from ._psis import psis_smooth
+from ._reduce import kish
+
+__all__ = ["Diagnostics", "diagnose"]
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Weight diagnostics of one batch (see :func:`diagnose` for the formulas).
+
+    Token-level quantities average over all real tokens of the batch and are ``nan`` when
+    there is none. Log-space quantities are never clamped; their float versions are ``inf``
+    when not representable, never NaN.
+    """
+
+    n: int
+    num_tokens: int
+    ess: float
+    ess_fraction: float
+    token_ess: float
+    token_ess_fraction: float
+    max_weight_share: float
+    log_weight_max: float
+    khat: float
+    kl_k1: float
+    kl_k2: float
+    kl_k3: float
+    kl_k1_seq: float
+    kl_k2_seq: float
+    kl_k3_seq: float
+    log_token_second_moment: float
+    token_chi2: float
+    log_seq_second_moment: float
+    seq_chi2: float
+    geo_mean: float
+    geo_min: float
+    geo_max: float
+    geo_outside_fraction: float
+    clip_c: tuple
+    clip_fraction_high: tuple
+    clip_fraction_low: tuple
+    lo: float
+    hi: float
+    token_mask_fraction: float
+    seq_mask_fraction: float
+
+    def as_dict(self) -> dict:
+        """All fields as a plain dict."""
+        return asdict(self)
+
+
+def _logmeanexp(x: np.ndarray) -> float:
+    """``log mean exp(x)`` with max-shifting (``-inf`` for all ``-inf``, ``nan`` if empty)."""
+    if x.size == 0:
+        return math.nan
+    finite = np.isfinite(x)
+    if not finite.any():
+        return -math.inf
+    top = float(x[finite].max())
+    return top + math.log(float(np.exp(x - top).mean()))
+
+
+def _expm1(x: float) -> float:
+    if math.isnan(x):
+        return math.nan
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return math.inf
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else math.nan
+
+
+def _thresholds(c) -> tuple[float, ...]:
+    if isinstance(c, Iterable) and not isinstance(c, str):
+        values = tuple(check_c(v, "c") for v in c)
+        if not values:
+            raise ValueError("c must hold at least one threshold")
+        return values
+    return (check_c(c, "c"),)
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
+def diagnose(log_ratio, mask=None, *, c=2.0, lo=0.5, hi=2.0) -> Diagnostics:
+    """Diagnostics of a batch of per-token log importance ratios.
+
+    Parameters
+    ----------
+    log_ratio : array (n, T)
+        ``l_t = log pi - log mu`` of tokens sampled from ``mu`` (numpy, cupy or torch).
+        ``-inf`` allowed at real tokens, NaN/+inf not; masked positions ignored.
+    mask : bool array (n, T), optional
+        True where a token exists (default all true).
+    c : float > 0 or sequence of floats
+        Clip thresholds: the fraction of real tokens with ``r_t > c`` and with ``r_t < 1/c``
+        is reported for each (default 2.0).
+    lo, hi : float
+        Mask band, ``0 <= lo <= hi`` (defaults 0.5, 2.0): fraction of real tokens with ``r_t``
+        outside and of sequences with ``W`` outside, and of geometric-mean ratios outside.
+
+    Returns
+    -------
+    Diagnostics
+        With ``r_t = exp(l_t)``, ``W_i = prod_t r_t``, ``N`` real tokens in all:
+
+        - ``ess = (sum W)^2 / sum W^2`` (Kish), ``ess_fraction = ess / n``;
+          ``token_ess`` the same over all ``r_t``, ``token_ess_fraction = token_ess / N``;
+        - ``max_weight_share = max W / sum W``; ``log_weight_max = max log W``;
+        - ``khat``: PSIS Pareto shape of the sequence weights (``inf`` when n < 21);
+        - KL estimators (Schulman, "Approximating KL divergence", 2020) of ``KL(mu || pi)``,
+          the direction that sampling from ``mu`` estimates:
+          ``k1 = -l``, ``k2 = l^2 / 2``, ``k3 = (r - 1) - l``. ``kl_k*`` are per-token means
+          (k1 and k3 unbiased for the ``d^mu``-averaged per-token KL, k2 biased with low
+          variance); ``kl_k*_seq`` the means over sequences of the per-sequence sums (k1, k3
+          unbiased for the sequence ``KL(mu || pi)`` by the chain rule);
+        - ``log_token_second_moment = log mean_t r_t^2`` and ``token_chi2 = exp(.) - 1``,
+          estimating ``chi^2(pi || mu) = E_mu[r^2] - 1`` per token;
+          ``log_seq_second_moment = log mean_i W_i^2`` and ``seq_chi2 = exp(.) - 1``
+          (sequence ``chi^2(pi || mu)``; ``1 / E[W^2]`` is the population ESS fraction);
+        - geometric-mean ratios ``g_i = exp(sum_t l_t / L_i)`` (1 for an empty row):
+          ``geo_mean``, ``geo_min``, ``geo_max``, ``geo_outside_fraction`` (outside [lo, hi]);
+        - ``clip_fraction_high[j]`` / ``clip_fraction_low[j]``: fraction of real tokens with
+          ``r_t > c_j`` / ``r_t < 1 / c_j``;
+        - ``token_mask_fraction``: real tokens with ``r_t`` outside [lo, hi];
+          ``seq_mask_fraction``: sequences with ``W`` outside [lo, hi].
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, non-boolean mask, NaN/+inf at real tokens, bad thresholds.
+
+    References
+    ----------
+    Kish (1965), Survey sampling; Schulman (2020), Approximating KL divergence,
+    http://joschu.net/blog/kl-approx.html; Vehtari et al. (2024), Pareto smoothed importance
+    sampling, JMLR 25(72).
+    """
+    cs = _thresholds(c)
+    lo, hi = check_band(lo, hi)
+    batch = prepare_log_ratio(log_ratio, mask)
+    lr, m, L = batch.log_ratio, batch.mask, batch.lengths
+    n = batch.n
+    tokens = lr[m]
+    N = int(tokens.size)
+    lw = lr.sum(axis=1)
+    ones = np.ones(n)
+
+    ess = kish(lw, ones)
+    token_ess = kish(tokens, np.ones(N)) if N else math.nan
+    finite = np.isfinite(lw)
+    if finite.any():
+        top = float(lw[finite].max())
+        share = 1.0 / float(np.exp(lw - top).sum())
+    else:
+        top, share = -math.inf, math.nan
+    _, khat, _ = psis_smooth(lw)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        k1 = -lr
+        k2 = 0.5 * lr * lr
+        k3 = np.expm1(lr) - lr
+    k_tok = [_mean(k[m]) for k in (k1, k2, k3)]
+    k_seq = [float(np.where(m, k, 0.0).sum(axis=1).mean()) for k in (k1, k2, k3)]
+
+    log_tok2 = _logmeanexp(2.0 * tokens)
+    log_seq2 = _logmeanexp(2.0 * lw)
+
+    log_geo = np.where(L > 0, lw / np.maximum(L, 1), 0.0)
+    with np.errstate(over="ignore"):
+        geo = np.exp(log_geo)
+    log_lo, log_hi = _log(lo), _log(hi)
+    geo_out = (log_geo < log_lo) | (log_geo > log_hi)
+
+    high = tuple(_mean(tokens > _log(cj)) for cj in cs)
+    low = tuple(_mean(tokens < -_log(cj)) for cj in cs)
+    tok_out = _mean((tokens < log_lo) | (tokens > log_hi))
+    seq_out = float(((lw < log_lo) | (lw > log_hi)).mean())
+
+    return Diagnostics(
+        n=n,
+        num_tokens=N,
+        ess=ess,
+        ess_fraction=ess / n,
+        token_ess=token_ess,
+        token_ess_fraction=token_ess / N if N else math.nan,
+        max_weight_share=share,
+        log_weight_max=top,
+        khat=khat,
+        kl_k1=k_tok[0],
+        kl_k2=k_tok[1],
+        kl_k3=k_tok[2],
+        kl_k1_seq=k_seq[0],
+        kl_k2_seq=k_seq[1],
+        kl_k3_seq=k_seq[2],
+        log_token_second_moment=log_tok2,
+        token_chi2=_expm1(log_tok2),
+        log_seq_second_moment=log_seq2,
+        seq_chi2=_expm1(log_seq2),
+        geo_mean=float(geo.mean()),
+        geo_min=float(geo.min()),
+        geo_max=float(geo.max()),
+        geo_outside_fraction=float(geo_out.mean()),
+        clip_c=cs,
+        clip_fraction_high=high,
+        clip_fraction_low=low,
+        lo=lo,
+        hi=hi,
+        token_mask_fraction=tok_out,
+        seq_mask_fraction=seq_out,
+    )

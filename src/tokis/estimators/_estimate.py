@@ -1,0 +1,110 @@
+"""The frozen result every estimator returns."""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Estimate"]
+
+
+def _freeze(value):
+    """Make numpy arrays read-only (other array libraries are left as they are)."""
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.setflags(write=False)
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    """An estimate of ``J(pi) = E_pi[G]`` (or of an estimator's surrogate) from one batch.
+
+    Attributes
+    ----------
+    value : float
+        The estimate, on the true scale (``inf`` only when the true value is not
+        representable in float64).
+    stderr : float
+        Standard error. For mean estimators ``std(f, ddof=1) / sqrt(n)`` (CLT); for ratio
+        estimators (``snis``, ``wpdis``, self-normalised ``psis``) the delta method: the
+        standard deviation (``ddof=1``) of the linearised contributions
+        ``z_i = (N_i - value * D_i) / mean(D)`` over ``sqrt(n)``. ``nan`` when ``n = 1``.
+    n : int
+        Number of sequences.
+    ess : float
+        Kish effective sample size ``(sum w)^2 / sum w^2`` of the weights the estimator uses
+        (see each estimator's docstring); ``0.0`` when every weight is zero.
+    diagnostics : Mapping
+        Read-only mapping of estimator-specific diagnostics (``backend`` always, plus for
+        example ``khat`` for ``psis`` or ``clipped_fraction`` for the clipping estimators).
+    samples : array (n,) or None
+        Per-sample statistic ``f_i`` of a mean estimator, stored as ``f_i * exp(-log_scale)``
+        so it stays finite when weights overflow: ``value = exp(log_scale) * mean(samples)``.
+        ``None`` for ratio estimators.
+    numerator, denominator : array or None
+        For ratio estimators the per-sample numerator ``N_i`` and denominator ``D_i``
+        (``value = sum N / sum D``), both multiplied by ``exp(-log_scale)``; shape (n,).
+        For ``wpdis`` they are (n, T), one ratio per step (``value = sum_t sum_i N[i, t] /
+        sum_i D[i, t]``), each column shifted by its own factor (listed in
+        ``diagnostics["column_log_scale"]``) and ``log_scale = 0``. ``None`` for mean
+        estimators.
+    log_scale : float
+        Natural log of the factor the per-sample arrays were divided by.
+    estimator : str
+        Name of the estimator that produced this result.
+
+    Notes
+    -----
+    The per-sample arrays are returned in the input's array library (numpy, or cupy for
+    cupy input); scalars are Python floats.
+    """
+
+    value: float
+    stderr: float
+    n: int
+    ess: float
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    samples: Any = None
+    numerator: Any = None
+    denominator: Any = None
+    log_scale: float = 0.0
+    estimator: str = ""
+
+    def __post_init__(self):
+        diag = {k: _freeze(v) for k, v in dict(self.diagnostics).items()}
+        object.__setattr__(self, "diagnostics", types.MappingProxyType(diag))
+        for name in ("samples", "numerator", "denominator"):
+            object.__setattr__(self, name, _freeze(getattr(self, name)))
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Normal-approximation confidence interval ``value -/+ z * stderr``.
+
+        Parameters
+        ----------
+        level : float
+            Coverage in (0, 1); ``z`` is the ``(1 + level) / 2`` standard normal quantile.
+
+        Returns
+        -------
+        (lo, hi) : tuple of float
+        """
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)):
+            raise TypeError(f"level must be a number in (0, 1), got {level!r}")
+        level = float(level)
+        if not 0.0 < level < 1.0 or math.isnan(level):
+            raise ValueError(f"level must lie in (0, 1), got {level!r}")
+        z = NormalDist().inv_cdf(0.5 + level / 2.0)
+        return (self.value - z * self.stderr, self.value + z * self.stderr)
+
+    def __repr__(self) -> str:
+        return (
+            f"Estimate(estimator={self.estimator!r}, value={self.value!r}, stderr={self.stderr!r}, "
+            f"n={self.n}, ess={self.ess!r})"
+        )

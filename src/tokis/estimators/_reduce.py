@@ -1,0 +1,122 @@
+"""Reductions over the batch, in log space with max-shifting.
+
+Inputs are per-row pieces ``(b, h)`` meaning ``exp(b_i) * h_i``. The largest magnitude
+``m = max_i (b_i + log|h_i|)`` is factored out, so every stored term lies in [-1, 1] and the
+result ``exp(m) * mean(terms)`` is finite whenever the true value is representable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MeanResult", "RatioResult", "scaled_terms", "mean_reduce", "ratio_reduce", "sum_of_ratios_reduce", "kish"]
+
+
+@dataclass(frozen=True, eq=False)
+class MeanResult:
+    value: float
+    stderr: float
+    terms: np.ndarray  # (n,) f_i * exp(-log_scale)
+    log_scale: float
+
+
+@dataclass(frozen=True, eq=False)
+class RatioResult:
+    value: float
+    stderr: float
+    numerator: np.ndarray
+    denominator: np.ndarray
+    log_scale: float
+
+
+def _scaled(log_scale: float, x: float) -> float:
+    """``exp(log_scale) * x`` without overflowing in the intermediate."""
+    if x == 0.0 or math.isnan(x):
+        return x
+    try:
+        mag = math.exp(log_scale + math.log(abs(x)))
+    except OverflowError:
+        mag = math.inf
+    return math.copysign(mag, x)
+
+
+def scaled_terms(b: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, float]:
+    """Return ``(s, m)`` with ``exp(b) * h = exp(m) * s`` and ``max |s| = 1`` (``m = 0`` if all 0)."""
+    with np.errstate(divide="ignore"):
+        t = b + np.log(np.abs(h))
+    finite = np.isfinite(t)
+    if not finite.any():
+        return np.zeros_like(h), 0.0
+    m = float(t[finite].max())
+    s = np.where(finite, np.sign(h) * np.exp(np.where(finite, t, -np.inf) - m), 0.0)
+    return s, m
+
+
+def _sd_over_root_n(z: np.ndarray) -> float:
+    n = z.shape[0]
+    if n < 2:
+        return math.nan
+    return float(np.std(z, ddof=1) / math.sqrt(n))
+
+
+def mean_reduce(b: np.ndarray, h: np.ndarray) -> MeanResult:
+    """Mean of ``f_i = exp(b_i) h_i`` with CLT standard error ``std(f, ddof=1) / sqrt(n)``."""
+    s, m = scaled_terms(b, h)
+    return MeanResult(_scaled(m, float(s.mean())), _scaled(m, _sd_over_root_n(s)), s, m)
+
+
+def ratio_reduce(log_w: np.ndarray, g: np.ndarray) -> RatioResult:
+    """Self-normalised ratio ``sum_i w_i g_i / sum_i w_i`` with a delta-method standard error.
+
+    The weights ``w_i = exp(log_w_i)`` are shifted by their maximum. The standard error is
+    ``std(z, ddof=1) / sqrt(n)`` with ``z_i = w_i (g_i - R) / mean(w)``, the first-order
+    (delta-method) linearisation of the ratio. When every weight is zero the ratio is
+    undefined and ``nan`` is returned.
+    """
+    finite = np.isfinite(log_w)
+    m = float(log_w[finite].max()) if finite.any() else 0.0
+    w = np.exp(log_w - m)
+    num = w * g
+    den_sum = float(w.sum())
+    if den_sum == 0.0:
+        return RatioResult(math.nan, math.nan, num, w, m)
+    value = float(num.sum()) / den_sum
+    z = (num - value * w) / (den_sum / w.shape[0])
+    return RatioResult(value, _sd_over_root_n(z), num, w, m)
+
+
+def sum_of_ratios_reduce(num: np.ndarray, den: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """``sum_t (sum_i num[i, t] / sum_i den[i, t])`` with a delta-method standard error.
+
+    Columns whose numerator is identically zero contribute 0 (even with zero weight);
+    a column with rewards but zero total weight makes the value ``nan``.
+
+    Returns
+    -------
+    value, stderr : float
+    ratios : float64 (T,)
+        The per-step ratios.
+    """
+    n = num.shape[0]
+    num_sum = num.sum(axis=0)
+    den_sum = den.sum(axis=0)
+    active = (num != 0).any(axis=0)
+    undefined = active & (den_sum == 0)
+    if undefined.any():
+        return math.nan, math.nan, np.where(undefined, np.nan, 0.0)
+    safe = np.where(active, den_sum, 1.0)
+    ratios = np.where(active, num_sum / safe, 0.0)
+    z = ((num - ratios[None, :] * den) / (safe[None, :] / n))[:, active].sum(axis=1)
+    return float(ratios.sum()), _sd_over_root_n(z), ratios
+
+
+def kish(b: np.ndarray, h: np.ndarray) -> float:
+    """Kish effective sample size ``(sum w)^2 / sum w^2`` of ``w_i = exp(b_i) h_i`` (0 if all 0)."""
+    s, _ = scaled_terms(b, h)
+    sq = float(np.dot(s, s))
+    if sq == 0.0:
+        return 0.0
+    return float(s.sum()) ** 2 / sq
