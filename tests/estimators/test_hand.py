@@ -238,6 +238,16 @@ def test_all_weights_zero():
     assert math.isnan(s.value) and s.ess == 0.0
 
 
+def test_wpdis_step_with_rewards_but_no_weight_is_undefined():
+    lr = np.array([[-np.inf, 0.0], [-np.inf, 0.3]])
+    assert math.isnan(est.wpdis(lr, np.array([[0.0, 1.0], [0.0, 2.0]])).value)
+    # A step without rewards contributes nothing, whatever its weight.
+    lr2 = np.array([[0.0, -np.inf], [0.2, -np.inf]])
+    e = est.wpdis(lr2, np.array([[1.0, 0.0], [3.0, 0.0]]))
+    w = math.exp(0.2)
+    assert e.value == pytest.approx((1.0 + 3.0 * w) / (1.0 + w))
+
+
 def test_single_sample_has_nan_stderr():
     e = est.seq(np.array([[0.3]]), np.array([2.0]))
     assert e.value == pytest.approx(2 * math.exp(0.3))

@@ -92,3 +92,27 @@ def test_estimate_repr_and_ci_on_infinite_value():
     e = est.seq(np.full((2, 2), 500.0), np.array([1.0, 1.0]))
     assert e.value == math.inf and "seq" in repr(e)
     assert e.log_scale == pytest.approx(1000.0)
+
+
+def test_a_registered_backend_swaps_the_kernels_only(monkeypatch, rng):
+    from tokis.estimators import _weights
+
+    calls = []
+
+    def wrap(name, f):
+        def kernel(*args, **kwargs):
+            calls.append(name)
+            return f(*args, **kwargs)
+
+        return kernel
+
+    table = {k: wrap(k, f) for k, f in _weights.NUMPY_KERNELS.items()}
+    monkeypatch.setitem(_weights.KERNELS, "numba", table)
+    lr, mask, rew = data(rng)
+    for spec in SPECS:
+        calls.clear()
+        e = spec.func(lr, rew, mask=mask, backend="numba")
+        assert calls, spec.name
+        assert e.diagnostics["backend"] == "numba"
+        ref = spec.func(lr, rew, mask=mask)
+        assert e.value == ref.value and e.stderr == ref.stderr and e.ess == ref.ess

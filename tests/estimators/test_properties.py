@@ -36,15 +36,26 @@ def _nan_equal(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
+@st.composite
+def parameters(draw, spec):
+    """The registry defaults, or random valid values (c below 1 included)."""
+    params = dict(spec.params)
+    if draw(st.booleans()):
+        if "c" in params:
+            params["c"] = draw(st.floats(0.2, 5.0))
+        if "lo" in params:
+            params["lo"] = draw(st.floats(0.0, 1.5))
+            params["hi"] = params["lo"] + draw(st.floats(0.0, 3.0))
+    return params
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 @SETTINGS
-@given(batch=batches())
-def test_matches_the_plain_formula(spec, batch):
+@given(batch=batches(), data=st.data())
+def test_matches_the_plain_formula(spec, batch, data):
     lr, rew, mask = batch
     lrs, rews, G = rows_from_arrays(lr, rew, mask)
-    params = dict(spec.params)
-    if spec.name in ("clip_prod", "clip_tok"):
-        params["c"] = 1.5
+    params = data.draw(parameters(spec))
     e = spec.func(lr, rew, mask=mask, **params)
     params.pop("self_normalized", None)
     value, sd, ess = naive_estimate(spec.name, lrs, rews, G, (lr, rew, mask), **params)

@@ -85,6 +85,8 @@ def _mean(x: np.ndarray) -> float:
 
 
 def _thresholds(c) -> tuple[float, ...]:
+    if isinstance(c, np.ndarray) and c.ndim == 0:
+        c = c.item()
     if isinstance(c, Iterable) and not isinstance(c, str):
         values = tuple(check_c(v, "c") for v in c)
         if not values:

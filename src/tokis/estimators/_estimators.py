@@ -47,14 +47,15 @@ _COMMON = """log_ratio : array (n, T)
     mask : bool array (n, T), optional
         True where a token exists (default: all true). Rows may be empty (``L_i = 0``).
     backend : {"auto", "numpy", "numba", "cupy"}
-        Kernel implementation; ``"auto"`` is numpy for now (the others are not available
-        yet and raise ValueError)."""
+        Kernel implementation of the (n, T) passes; ``"auto"`` is numpy for now. A backend
+        whose kernels are not registered raises ValueError."""
 
 _RETURNS = """Returns
     -------
     Estimate
         ``value``, ``stderr``, ``n``, ``ess``, ``diagnostics`` and the per-sample arrays
-        (scaled by ``exp(-log_scale)``).
+        (scaled by ``exp(-log_scale)``), in the input's array library (cupy stays cupy;
+        torch tensors give numpy).
 
     Raises
     ------
@@ -274,7 +275,7 @@ def wpdis(log_ratio, rewards, *, mask=None, backend="auto") -> Estimate:
     """
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     num, den, m = k.per_decision_columns(batch.log_ratio, batch.rewards)
-    value, stderr, ratios = sum_of_ratios_reduce(num, den)
+    value, stderr, ratios = sum_of_ratios_reduce(num, den, (batch.rewards != 0).any(axis=0))
     lw = k.log_weight(batch.log_ratio)
     return Estimate(
         value=value,

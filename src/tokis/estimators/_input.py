@@ -17,6 +17,7 @@ import array_api_compat as aac
 import numpy as np
 
 from .._validate import as_float_array
+from ._weights import resolve_backend
 
 __all__ = [
     "BACKENDS",
@@ -38,8 +39,9 @@ class Batch:
 
     Attributes
     ----------
-    log_ratio : float64 (n, T)
-        ``log pi - log mu``; 0 at masked positions, ``-inf`` allowed at real ones.
+    log_ratio : float64 (n, T), C-contiguous
+        ``log pi - log mu``; 0 at masked positions, ``-inf`` allowed at real ones. May be
+        the caller's own array (never written to).
     rewards : float64 (n, T) or None
         Per-step rewards, 0 at masked positions. Terminal-only rewards (n,) are placed at the
         last real step of each row (column 0 for an empty row). ``None`` for :func:`diagnose`.
@@ -137,13 +139,15 @@ def _check_mask(mask_np, shape) -> np.ndarray:
     return mask
 
 
-def _clean_log_ratio(lr: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    real = lr[mask]
-    if np.isnan(real).any():
-        raise ValueError("log_ratio contains NaN at an unmasked position")
-    if np.isposinf(real).any():
-        raise ValueError("log_ratio contains +inf at an unmasked position")
-    return np.where(mask, lr, 0.0)
+def _clean_log_ratio(lr: np.ndarray, mask: np.ndarray, full: bool) -> np.ndarray:
+    """Reject NaN/+inf at real tokens; return ``lr`` with masked positions set to 0."""
+    if not np.isfinite(lr).all():
+        real = lr if full else lr[mask]
+        if np.isnan(real).any():
+            raise ValueError("log_ratio contains NaN at an unmasked position")
+        if np.isposinf(real).any():
+            raise ValueError("log_ratio contains +inf at an unmasked position")
+    return np.ascontiguousarray(lr) if full else np.where(mask, lr, 0.0)
 
 
 def prepare_log_ratio(log_ratio, mask=None) -> Batch:
@@ -151,7 +155,7 @@ def prepare_log_ratio(log_ratio, mask=None) -> Batch:
     library, xp = _pick_library({"log_ratio": log_ratio, "mask": mask})
     lr = _check_log_ratio(_to_numpy(log_ratio, library))
     m = _check_mask(_to_numpy(mask, library), lr.shape)
-    lr = _clean_log_ratio(lr, m)
+    lr = _clean_log_ratio(lr, m, bool(m.all()))
     return Batch(lr, None, None, m, m.sum(axis=1).astype(np.int64), False, library, xp)
 
 
@@ -185,6 +189,7 @@ def prepare(log_ratio, rewards, mask=None) -> Batch:
         raise TypeError("rewards must be an array of shape (n,) or (n, T), got None")
     rew = as_float_array(_to_numpy(rewards, library), "rewards", ndim=(1, 2))
     lengths = m.sum(axis=1).astype(np.int64)
+    full = bool((lengths == T).all())
     if rew.ndim == 1:
         if rew.shape != (n,):
             raise ValueError(f"rewards must have shape ({n},) or ({n}, {T}), got {rew.shape}")
@@ -198,12 +203,12 @@ def prepare(log_ratio, rewards, mask=None) -> Batch:
     else:
         if rew.shape != (n, T):
             raise ValueError(f"rewards must have shape ({n},) or ({n}, {T}), got {rew.shape}")
-        if not np.isfinite(rew[m]).all():
+        if not np.isfinite(rew).all() and not np.isfinite(rew[m]).all():
             raise ValueError("rewards contains NaN or inf at an unmasked position")
-        steps = np.where(m, rew, 0.0)
+        steps = np.ascontiguousarray(rew) if full else np.where(m, rew, 0.0)
         returns = steps.sum(axis=1)
         terminal_only = False
-    lr = _clean_log_ratio(lr, m)
+    lr = _clean_log_ratio(lr, m, full)
     return Batch(lr, steps, returns, m, lengths, terminal_only, library, xp)
 
 
@@ -213,11 +218,7 @@ def check_backend(backend) -> str:
         raise TypeError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "numpy"
-    if backend != "numpy":
-        raise ValueError(f"backend {backend!r} is not available yet")
-    return backend
+    return resolve_backend(backend)
 
 
 def _as_real(value, name: str) -> float:

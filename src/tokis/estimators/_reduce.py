@@ -88,11 +88,12 @@ def ratio_reduce(log_w: np.ndarray, g: np.ndarray) -> RatioResult:
     return RatioResult(value, _sd_over_root_n(z), num, w, m)
 
 
-def sum_of_ratios_reduce(num: np.ndarray, den: np.ndarray) -> tuple[float, float, np.ndarray]:
+def sum_of_ratios_reduce(num: np.ndarray, den: np.ndarray, active: np.ndarray) -> tuple[float, float, np.ndarray]:
     """``sum_t (sum_i num[i, t] / sum_i den[i, t])`` with a delta-method standard error.
 
-    Columns whose numerator is identically zero contribute 0 (even with zero weight);
-    a column with rewards but zero total weight makes the value ``nan``.
+    Only the ``active`` columns (T,) (those with a non-zero reward) count; the others
+    contribute 0 even with zero weight. An active column with zero total weight (every
+    prefix impossible under the target) makes the value ``nan``.
 
     Returns
     -------
@@ -103,7 +104,6 @@ def sum_of_ratios_reduce(num: np.ndarray, den: np.ndarray) -> tuple[float, float
     n = num.shape[0]
     num_sum = num.sum(axis=0)
     den_sum = den.sum(axis=0)
-    active = (num != 0).any(axis=0)
     undefined = active & (den_sum == 0)
     if undefined.any():
         return math.nan, math.nan, np.where(undefined, np.nan, 0.0)

@@ -28,6 +28,7 @@ __all__ = [
     "NUMPY_KERNELS",
     "KERNELS",
     "get_kernels",
+    "resolve_backend",
 ]
 
 
@@ -134,6 +135,21 @@ NUMPY_KERNELS = types.MappingProxyType(
 
 #: Kernel tables by backend; a backend module adds its own table here.
 KERNELS: dict = {"numpy": NUMPY_KERNELS}
+
+
+def resolve_backend(backend: str) -> str:
+    """Map a valid backend name to a registered kernel table: ``"auto"`` is numpy for now.
+
+    Raises
+    ------
+    ValueError
+        For a backend whose kernels are not registered in :data:`KERNELS`.
+    """
+    if backend == "auto":
+        return "numpy"
+    if backend not in KERNELS:
+        raise ValueError(f"backend {backend!r} is not available yet")
+    return backend
 
 
 def get_kernels(backend: str):
