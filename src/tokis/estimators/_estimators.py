@@ -330,7 +330,8 @@ def trunc_seq(log_ratio, rewards, *, mask=None, c="ionides", backend="auto") -> 
 
     Notes
     -----
-    Biased downwards for non-negative returns. ``ess`` is Kish's on ``min(W, c)``.
+    Biased downwards for non-negative returns. With ``"ionides"`` the standard error treats
+    the batch's ``c`` as fixed. ``ess`` is Kish's on ``min(W, c)``.
     Diagnostics: ``c`` and ``log_c`` used, ``truncated_fraction`` of sequences with ``W > c``.
 
     References
