@@ -482,12 +482,12 @@ def test_finite_n_vectorised_matches_estimator(name, params, mismatch):
         lp[..., 0] = -np.inf
         pi = Policy(lp)
     o = enumerate_outcomes(prepare(mdp, pi, mu), 1000)
-    if mismatch and name == "snis":
+    if mismatch and name in ("snis", "wpdis"):
         for use in (False, True):
-            with pytest.raises(ValueError, match="snis at n=3 is undefined .* with probability"):
+            with pytest.raises(ValueError, match=f"{name} at n=3 is undefined .* with probability"):
                 finite_n_moments(name, o, 3, params, 10_000, use_estimator=use)
-        with pytest.raises(ValueError, match="snis at n=3 is undefined"):
-            moments(mdp, pi, mu, "snis", n=3, method="enumeration")
+        with pytest.raises(ValueError, match=f"{name} at n=3 is undefined"):
+            moments(mdp, pi, mu, name, n=3, method="enumeration")
         return
     a = finite_n_moments(name, o, 3, params, 10_000)
     b = finite_n_moments(name, o, 3, params, 10_000, use_estimator=True)

@@ -58,7 +58,10 @@ def _wpdis(K, o: Outcomes, n, params):
     for t in range(lwt.shape[1]):
         col = lwt[:, t]
         w = np.exp(col - col[np.isfinite(col)].max()) if np.isfinite(col).any() else np.zeros_like(col)
-        out += _ratio(K @ (w * o.rewards[:, t]), K @ w)
+        # as tokis.estimators.wpdis: a step counts when some row of the batch has a reward there,
+        # and such a step with zero total weight makes the estimate undefined (nan)
+        active = (K @ (o.rewards[:, t] != 0)) > 0
+        out += np.where(active, _ratio(K @ (w * o.rewards[:, t]), K @ w, undefined=np.nan), 0.0)
     return out
 
 
@@ -70,7 +73,7 @@ def _trunc_ionides(K, o: Outcomes, n, params):
 
 
 #: Batch estimators evaluated from their definitions, as ``tokis.estimators`` defines them: snis
-#: is undefined (nan) when every weight is zero; a wpdis step whose weights are all zero adds 0.
+#: is undefined (nan) when every weight is zero; so is wpdis when a step with a reward has zero weight.
 VECTORISED = {"snis": _snis, "wpdis": _wpdis, "trunc_seq": _trunc_ionides}
 
 
