@@ -1,0 +1,351 @@
+"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth``.
+
+Each subcommand wraps the Python function of the same name in :mod:`tokis.analysis`, prints
+markdown tables on stdout (the cell counts and timing on stderr), and with ``--out DIR``
+writes CSV (every column), LaTeX (the printed columns) and PNG plots. Bad options print one
+line ``tokis: error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import pandas as pd
+
+from ._common import display_table, parse_floats, parse_horizons
+from ._config import REWARDS, ROUNDINGS, FAMILIES, Behavior, Family, parse_estimator, parse_estimators
+from ._output import to_markdown, write_tables
+
+__all__ = ["main", "build_parser"]
+
+
+class _UsageError(Exception):
+    """A bad option (reported on one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``tokis: error: ...`` (exit status 2)."""
+
+    def error(self, message):  # noqa: D401 - argparse hook
+        raise _UsageError(message)
+
+
+def _add_family(p, default_family: str, default_reward: str = "last"):
+    g = p.add_argument_group("MDP family")
+    g.add_argument("--family", default=default_family, metavar="NAME",
+                   help=f"context automaton: {', '.join(FAMILIES)} (default {default_family})")
+    g.add_argument("--vocab", type=int, default=8, metavar="V", help="vocabulary size (default 8)")
+    g.add_argument("--order", type=int, default=1, metavar="K", help="n-gram order, ngram only (default 1)")
+    g.add_argument("--eos", type=int, default=None, metavar="TOKEN", help="end-of-sequence token (default none)")
+    g.add_argument("--reward", default=default_reward, metavar="KIND",
+                   help=f"reward: {', '.join(REWARDS)} (default {default_reward}; last: 1 when the last token is "
+                        "--reward-token; random: a Uniform[0,1] terminal reward per context)")
+    g.add_argument("--reward-token", type=int, default=0, metavar="TOKEN",
+                   help="token of the count/parity/last reward (default 0)")
+    g.add_argument("--threshold", type=int, default=2, metavar="M", help="threshold of the count reward (default 2)")
+    g.add_argument("--pattern", default="0,1", metavar="TOKENS", help="pattern of the pattern reward (default 0,1)")
+    g.add_argument("--noise", default="none", metavar="KIND",
+                   help="terminal reward observation noise: none or bernoulli (default none)")
+    g.add_argument("--mdp-seed", type=int, default=0, metavar="S",
+                   help="seed of the random reward, the target policy and the perturbation direction (default 0)")
+    g.add_argument("--scale", type=float, default=1.0, metavar="SD",
+                   help="std of the target policy's Gaussian logits (default 1)")
+
+
+def _add_behavior(p, default: str):
+    g = p.add_argument_group("behaviour model (how mu differs from pi)", f"default: {default}")
+    g.add_argument("--kl", type=float, default=None, help="perturb to a per-context KL(pi||mu)")
+    g.add_argument("--chi2", type=float, default=None, help="perturb to a per-context chi2(pi||mu)")
+    g.add_argument("--temperature", type=float, default=None, metavar="TAU", help="sampling temperature")
+    g.add_argument("--top-k", type=int, default=None, metavar="K", help="top-k truncation")
+    g.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus (top-p) truncation")
+    g.add_argument("--round", default=None, metavar="DTYPE",
+                   help=f"round the logits: {', '.join(ROUNDINGS)}")
+
+
+def _add_run(p, *, estimators: str | None, n: int = 256, replications: int = 100):
+    g = p.add_argument_group("Monte Carlo")
+    if estimators is not None:
+        g.add_argument("--estimators", default=estimators, metavar="LIST",
+                       help="comma-separated estimators with optional parameters, e.g. "
+                            f"'seq,tok,clip_tok:c=2,mask_tok:lo=0.5,hi=2' (default {estimators})")
+    g.add_argument("--n", type=int, default=n, help=f"sequences per replication (default {n})")
+    g.add_argument("--replications", "-R", type=int, default=replications,
+                   help=f"Monte Carlo replications (default {replications})")
+    g.add_argument("--seed", type=int, default=0, help="master seed of the replications (default 0)")
+    g.add_argument("--backend", default="auto", help="sampling/estimator backend: auto, numpy, numba, cupy")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
+    o = p.add_argument_group("output and results store")
+    o.add_argument("--out", default=None, metavar="DIR", help="write CSV, LaTeX and PNG plots to DIR")
+    o.add_argument("--store", default=None, metavar="PATH",
+                   help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
+    o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
+    o.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tokis`` command (every option documented in ``--help``)."""
+    parser = _Parser(prog="tokis", description="Off-policy importance-sampling estimators for LLM RL, measured "
+                     "against exact ground truth on tabular token MDPs. Each command prints markdown tables; "
+                     "finished cells are kept in a SQLite store so an interrupted sweep resumes.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    h = sub.add_parser("horizon", help="sweep the horizon T (the flagship)",
+                       description="Sweep T = 1, 2, 4, ... at a fixed per-token divergence: exact bias, std, MSE "
+                       "and population ESS fraction next to Monte Carlo bias (95%% CI), std, Kish ESS and z-score, "
+                       "per estimator; then where each estimator's exact MSE overtakes another's.")
+    _add_family(h, "ngram")
+    _add_behavior(h, "--kl 0.05")
+    h.add_argument("--horizons", default="1..64", metavar="LIST",
+                   help="comma-separated horizons; a..b = powers of two from a to b (default 1..64)")
+    _add_run(h, estimators="seq,tok,snis,clip_tok,geo,clip_prod", replications=200)
+
+    d = sub.add_parser("divergence", help="sweep the per-token divergence at fixed T",
+                       description="Sweep the per-context KL (or chi2) of the perturbation at a fixed horizon.")
+    _add_family(d, "ngram")
+    _add_behavior(d, "no other transformation; --kl/--chi2 are replaced by the swept values")
+    d.add_argument("--kind", default="kl", help="swept divergence: kl or chi2 (default kl)")
+    d.add_argument("--values", default="0.001,0.003,0.01,0.03,0.1,0.3", metavar="LIST",
+                   help="comma-separated divergences (default 0.001,0.003,0.01,0.03,0.1,0.3)")
+    d.add_argument("--horizon", type=int, default=16, metavar="T", help="horizon (default 16)")
+    _add_run(d, estimators="seq,tok,snis,clip_tok,geo,clip_prod")
+
+    m = sub.add_parser("mismatch", help="compare behaviour models at matched KL",
+                       description="Compare behaviour models (perturbation, temperature, top-p, top-k, bf16/fp16 "
+                       "rounding), each calibrated to the same per-token sampler KL(mu||pi) under mu.")
+    _add_family(m, "ngram")
+    m.add_argument("--models", default="perturb,temperature,top_p,bf16", metavar="LIST",
+                   help="comma-separated models: perturb, temperature, top_p, top_k, bf16, fp16 "
+                        "(default perturb,temperature,top_p,bf16)")
+    m.add_argument("--kl", type=float, default=0.01, help="matched per-token KL(mu||pi) (default 0.01)")
+    m.add_argument("--horizon", type=int, default=16, metavar="T", help="horizon (default 16)")
+    _add_run(m, estimators="seq,tok,snis,clip_tok,geo,mask_tok")
+
+    g = sub.add_parser("growth", help="regress log Var against T, next to the exact rate",
+                       description="Fit log E[f^2] (or log Var f) of one estimator against T by OLS (statsmodels) "
+                       "with a 95%% CI on the slope, next to the exact per-step growth rate; say whether they agree.")
+    _add_family(g, "iid", "random")
+    _add_behavior(g, "--chi2 0.05")
+    g.add_argument("--estimator", default="seq", help="the estimator (default seq)")
+    g.add_argument("--horizons", default="1,4,8,12,16,20,24,28,32", metavar="LIST",
+                   help="comma-separated horizons, at least 3 (default 1,4,8,...,32)")
+    g.add_argument("--quantity", default="second_moment",
+                   help="fitted quantity: second_moment (log E[f^2]) or variance (log Var f) (default second_moment)")
+    _add_run(g, estimators=None)
+    return parser
+
+
+def _family(a) -> Family:
+    return Family(name=a.family, vocab=a.vocab, order=a.order, eos=a.eos, reward=a.reward, token=a.reward_token,
+                  threshold=a.threshold, pattern=tuple(int(x) for x in _int_list(a.pattern, "pattern")),
+                  noise=a.noise, seed=a.mdp_seed, scale=a.scale)
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _behavior(a, default: Behavior) -> Behavior:
+    opts = dict(kl=a.kl, chi2=a.chi2, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, round=a.round)
+    given = {k: v for k, v in opts.items() if v is not None}
+    if not given:
+        return default
+    return Behavior(**given, seed=a.mdp_seed)
+
+
+def _store(a):
+    if a.no_store:
+        return None
+    if a.store is not None:
+        return a.store
+    return True
+
+
+def _run_kwargs(a) -> dict:
+    progress = a.progress if a.progress is not None else sys.stderr.isatty()
+    return dict(n=a.n, replications=a.replications, seed=a.seed, backend=a.backend, workers=a.workers,
+                store=_store(a), progress=progress)
+
+
+def _validate_run(a):
+    for name in ("n", "workers"):
+        if getattr(a, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.replications < 2:
+        raise ValueError(f"--replications must be >= 2, got {a.replications}")
+    if a.digits < 1:
+        raise ValueError(f"--digits must be >= 1, got {a.digits}")
+    if a.backend not in ("auto", "numpy", "numba", "cupy"):
+        raise ValueError(f"unknown backend {a.backend!r}; choose from auto, numpy, numba, cupy")
+
+
+def _say(text: str = ""):
+    sys.stdout.write(text + "\n")
+
+
+def _report_counts(table, t0):
+    at = table.attrs
+    sys.stderr.write(f"tokis: {at.get('total', len(table))} cells ({at.get('cached', 0)} from the store, "
+                     f"{at.get('computed', 0)} computed) in {time.perf_counter() - t0:.1f} s\n")
+
+
+def _cmd_horizon(a) -> int:
+    from .horizon import DEFAULT_BEHAVIOR, horizon, overtakes
+
+    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    specs, Ts = parse_estimators(a.estimators), parse_horizons(a.horizons)
+    t0 = time.perf_counter()
+    table = horizon(fam, beh, estimators=specs, horizons=Ts, **_run_kwargs(a))
+    _report_counts(table, t0)
+    shown = display_table(table, ["T"])
+    ov = overtakes(table)
+    _say(f"## horizon sweep: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, seed={a.seed}\n")
+    _say(to_markdown(shown, digits=a.digits))
+    _say("\n## where exact MSE overtakes (estimator beats the other from T on)\n")
+    _say(to_markdown(ov, digits=a.digits) if len(ov) else "(no overtake in this range)")
+    if a.out:
+        from ._plots import plot_sweep
+
+        write_tables({"horizon": (table, shown), "horizon_overtakes": ov}, a.out, digits=a.digits)
+        plot_sweep(table, "T", a.out, prefix="horizon", title=f"{fam.label}, {beh.label}")
+    return 0
+
+
+def _cmd_divergence(a) -> int:
+    from .divergence import divergence
+
+    fam = _family(a)
+    beh = _behavior(a, Behavior())
+    specs = parse_estimators(a.estimators)
+    vals = parse_floats(a.values, "values")
+    for v in vals:
+        if v < 0:
+            raise ValueError(f"{a.kind} must be >= 0, got {v}")
+    t0 = time.perf_counter()
+    table = divergence(fam, beh, kind=a.kind, values=vals, horizon=a.horizon, estimators=specs, **_run_kwargs(a))
+    _report_counts(table, t0)
+    kind = table.attrs.get("kind", a.kind)
+    shown = display_table(table, [kind])
+    _say(f"## divergence sweep ({kind}): {fam.label}, T={a.horizon}, n={a.n}, R={a.replications}, seed={a.seed}\n")
+    _say(to_markdown(shown, digits=a.digits))
+    if a.out:
+        from ._plots import plot_sweep
+
+        write_tables({"divergence": (table, shown)}, a.out, digits=a.digits)
+        plot_sweep(table, kind, a.out, prefix="divergence", xlabel=f"per-context {kind}", title=fam.label)
+    return 0
+
+
+def _cmd_mismatch(a) -> int:
+    from .mismatch import mismatch
+
+    fam = _family(a)
+    specs = parse_estimators(a.estimators)
+    t0 = time.perf_counter()
+    table = mismatch(fam, models=a.models, kl=a.kl, horizon=a.horizon, estimators=specs, **_run_kwargs(a))
+    _report_counts(table, t0)
+    shown = display_table(table, ["model", "knob", "token_kl_mu", "token_kl", "missing_mass"])
+    _say(f"## behaviour models at sampler KL(mu||pi) = {a.kl:g} per token: {fam.label}, T={a.horizon}, n={a.n}, "
+         f"R={a.replications}, seed={a.seed}\n")
+    _say(to_markdown(shown, digits=a.digits))
+    if a.out:
+        from ._plots import plot_models
+
+        write_tables({"mismatch": (table, shown)}, a.out, digits=a.digits)
+        plot_models(table, a.out, prefix="mismatch")
+    return 0
+
+
+def _cmd_growth(a) -> int:
+    from .growth import DEFAULT_BEHAVIOR, growth
+
+    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    spec = parse_estimator(a.estimator)
+    Ts = parse_horizons(a.horizons)
+    t0 = time.perf_counter()
+    table = growth(fam, beh, estimator=spec, horizons=Ts, quantity=a.quantity, **_run_kwargs(a))
+    _report_counts(table, t0)
+    fit = table.attrs["fit"]
+    cols = ["T", "exact_log_second_moment", "mc_log_second_moment", "exact_log_variance", "mc_log_variance",
+            "exact_std", "mc_std", "std_underestimated"]
+    shown = table[cols]
+    q = fit["quantity"]
+    summary = pd.DataFrame([dict(estimator=fit["estimator"], quantity=q, mc_slope=fit["mc_slope"],
+                                 ci_lo=fit["mc_slope_lo"], ci_hi=fit["mc_slope_hi"], exact_rate=fit["exact_rate"],
+                                 chi2_rate=fit["chi2_rate"], agree=fit["agree"])])
+    _say(f"## growth of log {'E[f^2]' if q == 'second_moment' else 'Var f'} with T: {spec.label}, {fam.label}, "
+         f"mu: {beh.label}, n={a.n}, R={a.replications}, seed={a.seed}\n")
+    _say(to_markdown(shown, digits=a.digits))
+    _say("\n## OLS slope (95% CI) against the exact per-step rate\n")
+    _say(to_markdown(summary, digits=a.digits))
+    verdict = "inside" if fit["agree"] else "outside"
+    _say(f"\nexact rate {fit['exact_rate']:.{a.digits}g} is {verdict} the 95% CI "
+         f"[{fit['mc_slope_lo']:.{a.digits}g}, {fit['mc_slope_hi']:.{a.digits}g}]: "
+         f"{'they agree' if fit['agree'] else 'they disagree'}")
+    if not math.isnan(fit["chi2_rate"]):
+        _say(f"closed form log(1+chi2) = {fit['chi2_rate']:.{a.digits}g}")
+    if a.out:
+        from ._plots import plot_growth
+
+        write_tables({"growth": (table, shown), "growth_fit": summary}, a.out, digits=a.digits)
+        plot_growth(table, fit, a.out, prefix="growth", column=q)
+    return 0
+
+
+_COMMANDS = {"horizon": _cmd_horizon, "divergence": _cmd_divergence, "mismatch": _cmd_mismatch,
+             "growth": _cmd_growth}
+
+
+def _one_line(err) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``tokis`` console script.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 on a bad option (one line ``tokis: error: ...`` on stderr), 130 when
+        interrupted (finished cells are already stored).
+    """
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as err:
+        sys.stderr.write(f"tokis: error: {_one_line(err)}\n")
+        return 2
+    except SystemExit as ex:  # --help
+        return int(ex.code or 0)
+    try:
+        _validate_run(args)
+        return _COMMANDS[args.command](args)
+    except (ValueError, TypeError) as err:
+        sys.stderr.write(f"tokis: error: {_one_line(err)}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("tokis: interrupted; finished cells are in the store\n")
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

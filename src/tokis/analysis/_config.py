@@ -1,0 +1,553 @@
+r"""Configurations of the analysis: MDP families, behaviour models, estimator specifications.
+
+Every analysis cell is described by three small frozen dataclasses,
+
+* :class:`Family` -- how to build the token MDP and the target policy :math:`\pi` at a
+  horizon ``T`` (``iid``, ``ngram`` or ``prefix_tree``, a reward, an optional ``eos``);
+* :class:`Behavior` -- how the behaviour policy :math:`\mu` is derived from :math:`\pi`
+  (perturbation to a per-token KL or :math:`\chi^2`, temperature, top-k / top-p truncation,
+  rounding of the logits);
+* :class:`EstimatorSpec` -- an estimator of :data:`tokis.estimators.REGISTRY` with its
+  parameters, parsed from strings such as ``"clip_tok:c=2"`` or ``"mask_tok:lo=0.5,hi=2"``,
+
+and :func:`config_key` turns any JSON-able configuration into a stable SHA-256 key (canonical
+JSON: sorted keys, no whitespace), used by the results store.
+
+Every constructor validates its input and raises ``ValueError`` or ``TypeError`` with a
+message naming the option (the command line prints it as a one-line error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "FAMILIES",
+    "REWARDS",
+    "ROUNDINGS",
+    "Family",
+    "Behavior",
+    "EstimatorSpec",
+    "parse_estimator",
+    "parse_estimators",
+    "canonical_json",
+    "config_key",
+    "to_jsonable",
+]
+
+#: MDP families understood by :class:`Family`.
+FAMILIES = ("iid", "ngram", "prefix_tree")
+#: Reward options: a random terminal reward per context, or a reward automaton.
+REWARDS = ("random", "count", "pattern", "parity", "last")
+#: Logit roundings understood by :class:`Behavior` (short and numpy names).
+ROUNDINGS = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical JSON and keys
+# ---------------------------------------------------------------------------------------------
+
+
+def to_jsonable(value):
+    """Convert numpy scalars/arrays, tuples and dataclasses to plain JSON types (recursively)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (numbers.Integral, np.integer)):
+        return int(value)
+    if isinstance(value, (numbers.Real, np.floating)):
+        return float(value)
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"cannot convert {type(value).__name__} to JSON")
+
+
+def canonical_json(value) -> str:
+    """Canonical JSON text: sorted keys, no whitespace, numpy types converted (NaN/inf allowed)."""
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def config_key(value) -> str:
+    """SHA-256 (hex) of :func:`canonical_json` of ``value``: a stable key for a configuration."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# small validators (messages name the option)
+# ---------------------------------------------------------------------------------------------
+
+
+def _int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _float(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def _choice(value, name: str, choices) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# MDP family
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    r"""How to build the token MDP and the target policy at a horizon.
+
+    Parameters
+    ----------
+    name : {"iid", "ngram", "prefix_tree"}
+        The context automaton: one context, the last ``order`` tokens, or the whole prefix.
+    vocab : int
+        Vocabulary size ``V >= 1``.
+    order : int
+        n-gram order ``k >= 0`` (``ngram`` only; ignored otherwise).
+    eos : int or None
+        End-of-sequence token in ``[0, V)``.
+    reward : {"last", "random", "count", "pattern", "parity"}
+        Default ``"last"`` (reward 1 when the last token is ``token``). ``"random"``: a ``Uniform[0, 1]`` terminal reward per context (drawn from ``seed``);
+        otherwise the product with a reward automaton: reward 1 once ``token`` was emitted at
+        least ``threshold`` times (``count``), once ``pattern`` was seen (``pattern``), when
+        ``token`` was emitted an even number of times (``parity``), or when the last token is
+        ``token`` (``last``).
+    token : int
+        The token of the reward automaton.
+    threshold : int
+        Threshold of the ``count`` reward (``>= 1``).
+    pattern : tuple of int
+        Pattern of the ``pattern`` reward.
+    noise : {"none", "bernoulli"}
+        Observation noise of the terminal reward (a Bernoulli verifier).
+    seed : int
+        Seed of the random reward, of the target policy's logits and of the behaviour
+        perturbation direction (see :class:`Behavior`).
+    scale : float
+        Standard deviation of the target policy's Gaussian logits (``>= 0``).
+
+    Notes
+    -----
+    With a reward automaton, the target policy sees only the policy part of the context
+    (the automaton state is invisible to it), as a language model would.
+    """
+
+    name: str = "ngram"
+    vocab: int = 8
+    order: int = 1
+    eos: int | None = None
+    reward: str = "last"
+    token: int = 0
+    threshold: int = 2
+    pattern: tuple = (0, 1)
+    noise: str = "none"
+    seed: int = 0
+    scale: float = 1.0
+
+    def __post_init__(self):
+        _choice(self.name, "family", FAMILIES)
+        vocab = _int(self.vocab, "vocab", 1)
+        _int(self.order, "order", 0)
+        if self.eos is not None:
+            eos = _int(self.eos, "eos", 0)
+            if eos >= vocab:
+                raise ValueError(f"eos must be a token in [0, {vocab}), got {eos}")
+        _choice(self.reward, "reward", REWARDS)
+        token = _int(self.token, "token", 0)
+        if token >= vocab:
+            raise ValueError(f"token must be a token in [0, {vocab}), got {token}")
+        _int(self.threshold, "threshold", 1)
+        pattern = tuple(_int(p, "pattern", 0) for p in self.pattern)
+        if not pattern:
+            raise ValueError("pattern must not be empty")
+        if max(pattern) >= vocab:
+            raise ValueError(f"pattern tokens must be in [0, {vocab}), got {pattern}")
+        object.__setattr__(self, "pattern", pattern)
+        _choice(self.noise, "noise", ("none", "bernoulli"))
+        _int(self.seed, "mdp seed", 0)
+        scale = _float(self.scale, "scale")
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+
+    def automaton(self):
+        """The reward automaton (None for the random reward)."""
+        from .. import envs
+
+        V, tok = self.vocab, self.token
+        if self.reward == "random":
+            return None
+        if self.reward == "count":
+            return envs.count_automaton(V, tok, self.threshold)
+        if self.reward == "pattern":
+            return envs.pattern_automaton(V, list(self.pattern))
+        if self.reward == "parity":
+            return envs.parity_automaton(V, tok)
+        return envs.last_token_automaton(V, tok)
+
+    def build(self, horizon):
+        """Build ``(mdp, target)`` at ``horizon``.
+
+        Returns
+        -------
+        mdp : TokenMDP
+        target : Policy
+            ``random_policy(mdp, scale=scale, seed=seed)`` (on the policy contexts when a
+            reward automaton is used).
+        """
+        from .. import envs
+
+        T = _int(horizon, "horizon", 1)
+        auto = self.automaton()
+        kw = dict(reward=auto, eos=self.eos, seed=self.seed, reward_noise=self.noise)
+        if self.name == "iid":
+            mdp = envs.iid(self.vocab, T, **kw)
+        elif self.name == "ngram":
+            mdp = envs.ngram(self.vocab, self.order, T, **kw)
+        else:
+            mdp = envs.prefix_tree(self.vocab, T, **kw)
+        if auto is None:
+            target = envs.random_policy(mdp, scale=self.scale, seed=self.seed)
+        else:
+            contexts = envs.policy_context(mdp, auto)
+            target = envs.random_policy(mdp, scale=self.scale, seed=self.seed, contexts=contexts)
+        return mdp, target
+
+    @property
+    def label(self) -> str:
+        """A short description, e.g. ``"ngram(V=8,k=1,reward=random)"``."""
+        parts = [f"V={self.vocab}"]
+        if self.name == "ngram":
+            parts.append(f"k={self.order}")
+        parts.append(f"reward={self.reward}")
+        if self.eos is not None:
+            parts.append(f"eos={self.eos}")
+        if self.noise != "none":
+            parts.append(f"noise={self.noise}")
+        return f"{self.name}({','.join(parts)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# behaviour model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Behavior:
+    r"""How the behaviour policy :math:`\mu` is derived from the target :math:`\pi`.
+
+    The transformations apply in this order: ``perturb`` (to a per-context KL(π‖μ) = ``kl``
+    or χ²(π‖μ) = ``chi2``), ``temperature``, ``top_k``, ``top_p``, ``round``. With no option
+    set, :math:`\mu = \pi`.
+
+    Parameters
+    ----------
+    kl, chi2 : float, optional
+        Per-context divergence of :func:`tokis.envs.perturb` (at most one of them; ``>= 0``).
+    temperature : float, optional
+        Sampling temperature ``> 0``.
+    top_k : int, optional
+        Keep the ``k >= 1`` most likely tokens.
+    top_p : float, optional
+        Nucleus truncation, ``0 < p <= 1``.
+    round : {"bf16", "fp16"}, optional
+        Round the logits (trainer vs sampler numerics).
+    seed : int
+        Seed of the perturbation direction.
+    """
+
+    kl: float | None = None
+    chi2: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    round: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("kl", "chi2"):
+            v = getattr(self, name)
+            if v is not None:
+                v = _float(v, name)
+                if v < 0:
+                    raise ValueError(f"{name} must be >= 0, got {v}")
+                object.__setattr__(self, name, v)
+        if self.kl is not None and self.chi2 is not None:
+            raise ValueError("give at most one of kl and chi2")
+        if self.temperature is not None:
+            t = _float(self.temperature, "temperature")
+            if t <= 0:
+                raise ValueError(f"temperature must be > 0, got {t}")
+            object.__setattr__(self, "temperature", t)
+        if self.top_k is not None:
+            object.__setattr__(self, "top_k", _int(self.top_k, "top_k", 1))
+        if self.top_p is not None:
+            p = _float(self.top_p, "top_p")
+            if not 0 < p <= 1:
+                raise ValueError(f"top_p must be in (0, 1], got {p}")
+            object.__setattr__(self, "top_p", p)
+        if self.round is not None:
+            r = _choice(self.round, "round", tuple(ROUNDINGS))
+            object.__setattr__(self, "round", r)
+        _int(self.seed, "behavior seed", 0)
+
+    def apply(self, target):
+        """Return the behaviour policy derived from ``target`` (a Policy)."""
+        from .. import envs
+
+        mu = target
+        if self.kl is not None:
+            mu = envs.perturb(mu, kl=self.kl, seed=self.seed)
+        elif self.chi2 is not None:
+            mu = envs.perturb(mu, chi2=self.chi2, seed=self.seed)
+        if self.temperature is not None:
+            mu = envs.temperature(mu, self.temperature)
+        if self.top_k is not None:
+            mu = envs.top_k(mu, self.top_k)
+        if self.top_p is not None:
+            mu = envs.top_p(mu, self.top_p)
+        if self.round is not None:
+            mu = envs.round_logits(mu, ROUNDINGS[self.round])
+        return mu
+
+    @property
+    def label(self) -> str:
+        """A short description, e.g. ``"kl=0.01"`` or ``"tau=1.2,top_p=0.9"`` (``"mu=pi"`` if none)."""
+        parts = []
+        if self.kl is not None:
+            parts.append(f"kl={self.kl:g}")
+        if self.chi2 is not None:
+            parts.append(f"chi2={self.chi2:g}")
+        if self.temperature is not None:
+            parts.append(f"tau={self.temperature:g}")
+        if self.top_k is not None:
+            parts.append(f"top_k={self.top_k}")
+        if self.top_p is not None:
+            parts.append(f"top_p={self.top_p:g}")
+        if self.round is not None:
+            parts.append(f"round={self.round}")
+        return ",".join(parts) if parts else "mu=pi"
+
+
+# ---------------------------------------------------------------------------------------------
+# estimator specifications
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """An estimator of the registry with its (complete, default-filled) parameters.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``seq``, ``tok``, ``clip_tok``, ...).
+    params : tuple of (str, value)
+        Sorted parameter items, defaults of the registry filled in.
+    """
+
+    name: str
+    params: tuple = ()
+
+    @property
+    def kwargs(self) -> dict:
+        """The parameters as a dict (keyword arguments of the estimator)."""
+        return dict(self.params)
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name(k=v,...)`` -- unique per specification, used as the table's row name."""
+        if not self.params:
+            return self.name
+        return f"{self.name}({','.join(f'{k}={_fmt_param(v)}' for k, v in self.params)})"
+
+
+def _fmt_param(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _registry():
+    from ..estimators import REGISTRY
+
+    return REGISTRY
+
+
+def _spec_defaults(entry) -> dict:
+    """The default parameters of a registry entry (whatever the field is called)."""
+    for attr in ("params", "defaults", "parameters"):
+        d = getattr(entry, attr, None)
+        if isinstance(d, Mapping):
+            return dict(d)
+    return {}
+
+
+def _parse_value(text: str, default=None):
+    t = text.strip()
+    low = t.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        v = float(t)
+    except ValueError:
+        return t
+    if isinstance(default, (int, np.integer)) and not isinstance(default, bool) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _normalise_value(v, default=None):
+    if isinstance(v, str):
+        return _parse_value(v, default)
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (numbers.Integral, np.integer)):
+        if isinstance(default, (int, np.integer)) and not isinstance(default, bool):
+            return int(v)
+        return float(v)
+    if isinstance(v, (numbers.Real, np.floating)):
+        return float(v)
+    if v is None:
+        return None
+    raise TypeError(f"estimator parameter values must be numbers or strings, got {type(v).__name__}")
+
+
+def _make_spec(name, params: dict) -> EstimatorSpec:
+    if not isinstance(name, str):
+        raise TypeError(f"estimator name must be a string, got {type(name).__name__}")
+    name = name.strip()
+    reg = _registry()
+    if name not in reg:
+        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(sorted(reg))}")
+    defaults = _spec_defaults(reg[name])
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        accepted = ", ".join(sorted(defaults)) or "none"
+        raise ValueError(f"estimator {name!r} has no parameter {unknown[0]!r} (accepted: {accepted})")
+    full = {k: _normalise_value(v, v) for k, v in defaults.items()}
+    for k, v in params.items():
+        full[k] = _normalise_value(v, defaults.get(k))
+    return EstimatorSpec(name, tuple(sorted(full.items())))
+
+
+def parse_estimator(spec) -> EstimatorSpec:
+    """Parse one estimator specification.
+
+    Parameters
+    ----------
+    spec : str, (name, params) pair or EstimatorSpec
+        ``"name"`` or ``"name:key=value,key=value"`` (values parsed as numbers where possible,
+        e.g. ``"clip_tok:c=2"``, ``"trunc_seq:c=ionides"``, ``"mask_tok:lo=0.5,hi=2"``), or
+        ``(name, {"c": 2})``.
+
+    Returns
+    -------
+    EstimatorSpec
+        With the registry's default parameters filled in.
+
+    Raises
+    ------
+    ValueError
+        Unknown estimator, unknown parameter or malformed text.
+    TypeError
+        Wrong type.
+    """
+    if isinstance(spec, EstimatorSpec):
+        return _make_spec(spec.name, spec.kwargs)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if not text:
+            raise ValueError("empty estimator specification")
+        name, _, rest = text.partition(":")
+        params = {}
+        if rest.strip():
+            for item in rest.split(","):
+                key, eq, val = item.partition("=")
+                if not eq or not key.strip():
+                    raise ValueError(f"malformed estimator parameter {item!r} in {spec!r} (expected key=value)")
+                params[key.strip()] = _parse_value(val)
+        return _make_spec(name, params)
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        name, params = spec
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise TypeError(f"estimator parameters must be a dict, got {type(params).__name__}")
+        return _make_spec(name, dict(params))
+    raise TypeError(f"estimator must be a name, 'name:k=v' string or (name, params) pair, got {spec!r}")
+
+
+def parse_estimators(specs) -> list[EstimatorSpec]:
+    """Parse a list of estimator specifications (or one comma-separated string).
+
+    In a string, estimators are separated by commas or whitespace; a piece ``key=value``
+    without a name continues the parameters of the previous estimator, so
+    ``"seq,mask_tok:lo=0.5,hi=2,snis"`` is ``seq``, ``mask_tok(lo=0.5, hi=2)``, ``snis``.
+    Duplicates (same name and parameters) are dropped.
+
+    Raises
+    ------
+    ValueError
+        Empty list, unknown estimator or parameter.
+    """
+    if isinstance(specs, (str, EstimatorSpec)):
+        specs = [specs]
+    if isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[1], dict):
+        specs = [specs]
+    items = []
+    for s in specs:
+        if isinstance(s, str):
+            for piece in s.replace(" ", ",").split(","):
+                piece = piece.strip()
+                if not piece:
+                    continue
+                if "=" in piece and ":" not in piece:
+                    if not items or not isinstance(items[-1], str):
+                        raise ValueError(f"estimator parameter {piece!r} does not follow an estimator name")
+                    sep = "," if ":" in items[-1] else ":"
+                    items[-1] = items[-1] + sep + piece
+                else:
+                    items.append(piece)
+        else:
+            items.append(s)
+    out = []
+    for item in items:
+        spec = parse_estimator(item)
+        if spec not in out:
+            out.append(spec)
+    if not out:
+        raise ValueError("no estimator given")
+    return out

@@ -1,0 +1,230 @@
+"""Sweeps: many harness cells, cached in the results store, run in local processes, with progress.
+
+A sweep is a list of :class:`Point` (an MDP, a target and a behaviour policy, plus the
+coordinates that locate the point in the sweep, such as ``T = 8``) crossed with a list of
+estimators. Each (point, estimator) pair is a *cell*, keyed by the SHA-256 of its full
+configuration: the fingerprints of the MDP and both policies, the estimator name and
+parameters, ``n``, ``R``, the seed and the package version (:func:`cell_config`).
+
+:func:`run_sweep` reads every stored cell back, computes the missing ones point by point (all
+missing estimators of a point share the same samples, exactly as in one harness call), and
+commits each finished cell in its own transaction as soon as its point finishes, so an
+interrupted sweep resumes without recomputing finished cells, and a repeated sweep computes
+nothing. With ``workers > 1`` points run in a pool of local processes (the parent process alone
+writes to the store).
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+import multiprocessing
+
+import pandas as pd
+
+from . import _harness
+from ._config import canonical_json, config_key, parse_estimators, to_jsonable
+from ._store import open_store
+
+__all__ = ["Point", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
+
+#: Version of the cell layout; part of every key, bumped when the row format changes.
+STORE_SCHEMA = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Point:
+    """One point of a sweep.
+
+    Attributes
+    ----------
+    coords : tuple of (str, value)
+        Leading columns of the point's rows in the table (e.g. ``(("T", 8),)``).
+    mdp : TokenMDP
+    target, behavior : Policy
+    seed : int, optional
+        Master seed of this point's replications, instead of the sweep's seed (e.g. independent
+        streams per horizon for a regression across horizons; by default every point uses the
+        sweep's seed, i.e. common random numbers).
+    """
+
+    coords: tuple
+    mdp: object
+    target: object
+    behavior: object
+    seed: int | None = None
+
+
+def cell_config(point: Point, spec, *, n: int, replications: int, seed: int) -> dict:
+    """The full configuration of one cell (what its store key hashes)."""
+    import tokis
+
+    return dict(
+        kind="tokis.cell",
+        schema=STORE_SCHEMA,
+        version=tokis.__version__,
+        mdp=point.mdp.fingerprint(),
+        target=point.target.fingerprint(),
+        behavior=point.behavior.fingerprint(),
+        estimator=spec.name,
+        params=spec.kwargs,
+        n=int(n),
+        replications=int(replications),
+        seed=int(seed if point.seed is None else point.seed),
+    )
+
+
+def point_columns(mdp, target, behavior) -> dict:
+    r"""Exact per-point columns shared by every estimator of the point.
+
+    Returns
+    -------
+    dict
+        ``horizon``; ``ess_fraction`` (population ESS fraction :math:`1/E_\mu[W^2]` of the
+        sequence weights); ``log_second_moment`` :math:`\log E_\mu[W^2]`; ``seq_kl``
+        (sequence KL(π‖μ)); ``token_kl`` (per-token KL(π‖μ) under :math:`d^\pi`);
+        ``token_kl_mu`` (per-token KL(μ‖π) under :math:`d^\mu`, finite under truncation);
+        ``missing_mass`` (π-probability of sequences μ cannot produce).
+    """
+    from ..envs import exact
+
+    d = exact.divergences(mdp, target, behavior)
+    rev = exact.token_divergence(mdp, behavior, target, kind="kl", under="target")
+    return dict(
+        horizon=int(mdp.horizon),
+        ess_fraction=float(d.population_ess_fraction),
+        log_second_moment=float(d.log_second_moment),
+        seq_kl=float(d.sequence_kl),
+        token_kl=float(d.token_kl_target),
+        token_kl_mu=float(rev),
+        missing_mass=float(d.missing_mass),
+    )
+
+
+def compute_point(mdp, target, behavior, specs, n, replications, seed, backend) -> list[dict]:
+    """Compute the cells of one point: the harness rows plus :func:`point_columns` (JSON-able dicts)."""
+    table = _harness.monte_carlo(mdp, target, behavior, specs, n=n, replications=replications, seed=seed,
+                                 backend=backend)
+    extra = point_columns(mdp, target, behavior)
+    return [to_jsonable({**extra, **row}) for row in table.to_dict("records")]
+
+
+def _seed(point: Point, seed: int) -> int:
+    return seed if point.seed is None else int(point.seed)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="cell", disable=not enabled, file=sys.stderr,
+                leave=False, dynamic_ncols=True)
+
+
+def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", store=None, workers=1,
+              progress=False, desc="sweep") -> pd.DataFrame:
+    """Evaluate every (point, estimator) cell, reading finished cells from the store.
+
+    Parameters
+    ----------
+    points : list of Point
+    estimators : list
+        Estimator specifications (:func:`~tokis.analysis.parse_estimators`).
+    n, replications, seed, backend
+        As in :func:`~tokis.analysis.monte_carlo`.
+    store : None, bool, path or ResultStore
+        Where finished cells are kept (:func:`~tokis.analysis._store.open_store`); None: nowhere.
+    workers : int
+        Local processes computing points (1: in this process).
+    progress : bool
+        Show a progress bar (tqdm, on stderr) counting cells.
+    desc : str
+        Label of the progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The point coordinates followed by :func:`point_columns` and the harness columns, one
+        row per cell in point-major order. ``attrs`` holds ``total`` (cells), ``cached`` (read
+        from the store) and ``computed`` (computed by this call; ``total - cached``).
+    """
+    from .._validate import check_positive_int
+    from ..envs._rng import check_seed
+
+    specs = parse_estimators(estimators)
+    n = check_positive_int(n, "n")
+    R = check_positive_int(replications, "replications", 2)
+    seed = check_seed(seed)
+    workers = check_positive_int(workers, "workers")
+    points = list(points)
+    if not points:
+        raise ValueError("the sweep has no points")
+    keys = [[None] * len(specs) for _ in points]
+    configs = {}
+    for i, p in enumerate(points):
+        for k, s in enumerate(specs):
+            cfg = cell_config(p, s, n=n, replications=R, seed=seed)
+            key = config_key(cfg)
+            keys[i][k] = key
+            configs[key] = cfg
+    db, owned = open_store(store)
+    try:
+        rows = db.get_many(configs) if db is not None else {}
+        cached = sum(1 for ks in keys for k in ks if k in rows)
+        # one task per point, with the estimators still missing (duplicates computed once)
+        tasks, claimed = [], set()
+        for i, p in enumerate(points):
+            todo = [k for k in range(len(specs)) if keys[i][k] not in rows and keys[i][k] not in claimed]
+            claimed.update(keys[i][k] for k in todo)
+            if todo:
+                tasks.append((i, todo))
+        total = len(points) * len(specs)
+        computed = 0
+        bar = _progress(total, total - sum(len(t) for _, t in tasks), desc, progress)
+
+        def finish(i, todo, result):
+            nonlocal computed
+            for k, row in zip(todo, result):
+                key = keys[i][k]
+                rows[key] = row
+                if db is not None:
+                    db.put(key, canonical_json(configs[key]), row)
+                computed += 1
+            bar.update(len(todo))
+
+        try:
+            if workers == 1 or len(tasks) <= 1:
+                for i, todo in tasks:
+                    p = points[i]
+                    result = compute_point(p.mdp, p.target, p.behavior, [specs[k] for k in todo], n, R,
+                                           _seed(p, seed), backend)
+                    finish(i, todo, result)
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+                    futures = {}
+                    for i, todo in tasks:
+                        p = points[i]
+                        f = pool.submit(compute_point, p.mdp, p.target, p.behavior, [specs[k] for k in todo], n, R,
+                                        _seed(p, seed), backend)
+                        futures[f] = (i, todo)
+                    try:
+                        for f in as_completed(futures):
+                            i, todo = futures[f]
+                            finish(i, todo, f.result())
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+        finally:
+            bar.close()
+    finally:
+        if owned:
+            db.close()
+    out = []
+    for i, p in enumerate(points):
+        for k in range(len(specs)):
+            out.append({**dict(p.coords), **rows[keys[i][k]]})
+    table = pd.DataFrame(out)
+    table.attrs.update(total=len(points) * len(specs), cached=cached, computed=computed)
+    return table
