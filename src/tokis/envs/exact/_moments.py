@@ -51,27 +51,20 @@ from ._enumerate import enumerate_outcomes, statistic
 from ._finite_n import finite_n_moments
 from ._recursions import additive, log_add, multiplicative, pdis, prepare, to_float, wpdis_stats
 
-__all__ = ["moments", "Moments", "population_ess", "tok_bias_decomposition", "TokBiasDecomposition", "ESTIMATORS"]
+__all__ = ["moments", "Moments", "population_ess", "tok_bias_decomposition", "TokBiasDecomposition"]
 
 METHODS = ("exact", "asymptotic", "enumeration")
 
-#: name -> (parameters, default method, batch estimator). ``None`` parameters: passed through.
-ESTIMATORS = {
-    "seq": ((), "exact", False),
-    "tok": ((), "exact", False),
-    "tok_sum": ((), "exact", False),
-    "tok_mean": ((), "exact", False),
-    "pdis": ((), "exact", False),
-    "clip_prod": (("c",), "exact", False),
-    "clip_tok": (("c",), "exact", False),
-    "geo": ((), "exact", False),
-    "mask_tok": (("lo", "hi"), "exact", False),
-    "snis": ((), "asymptotic", True),
-    "wpdis": ((), "asymptotic", True),
-    "trunc_seq": (("c",), "enumeration", False),
-    "mask_seq": (("lo", "hi"), "enumeration", False),
-    "psis": (None, "enumeration", True),
-}
+def _estimator_table() -> dict:
+    """name -> (parameter names, default method, batch estimator), read from the one registry.
+
+    ``tokis.estimators.REGISTRY`` is the single source of truth: its ``params`` name the
+    parameters, ``exact_moments`` the default method, and ratio (self-normalised) estimators
+    are batch estimators whose finite-n moments need multisets of sequences.
+    """
+    from tokis.estimators import REGISTRY
+
+    return {k: (tuple(s.params), s.exact_moments, s.self_normalized) for k, s in REGISTRY.items()}
 
 
 @dataclass(frozen=True)
@@ -215,7 +208,7 @@ def _check_real(value, name: str) -> float:
 
 
 def _resolve_params(name: str, given: dict) -> dict:
-    allowed = ESTIMATORS[name][0]
+    allowed = _estimator_table()[name][0]
     if allowed is not None:
         extra = [k for k in given if k not in allowed]
         if extra:
@@ -430,7 +423,7 @@ def moments(
     target, behavior : Policy
         ``pi`` and ``mu`` (stationary (S, V) or time-dependent (T, S, V) logits).
     estimator : str
-        One of :data:`ESTIMATORS`: seq, tok, tok_sum, tok_mean, pdis, clip_prod, clip_tok, geo,
+        A name in ``tokis.estimators.REGISTRY``: seq, tok, tok_sum, tok_mean, pdis, clip_prod, clip_tok, geo,
         mask_tok (finite recursions, ``"exact"``); snis, wpdis (delta method, ``"asymptotic"``);
         trunc_seq, mask_seq, psis (``"enumeration"``).
     n : int, optional
@@ -471,8 +464,9 @@ def moments(
     trunc_seq ``min(W, c) G``. Under Bernoulli reward noise the noise variance is included.
     The delta-method formulas for snis and wpdis are derived in the module docstring.
     """
-    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
+    table = _estimator_table()
+    if not isinstance(estimator, str) or estimator not in table:
+        raise ValueError(f"estimator must be one of {sorted(table)}, got {estimator!r}")
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS} or None, got {method!r}")
     if n is not None:
@@ -482,8 +476,8 @@ def moments(
     target = check_pair(mdp, target, "target")
     behavior = check_pair(mdp, behavior, "behavior")
     params = _resolve_params(estimator, params)
-    default_method = ESTIMATORS[estimator][1]
-    batch = ESTIMATORS[estimator][2] or (estimator == "trunc_seq" and params["c"] == "ionides")
+    default_method = table[estimator][1]
+    batch = table[estimator][2] or (estimator == "trunc_seq" and params["c"] == "ionides")
     if method is None:
         method = default_method
     if method != "enumeration" and method != default_method:
