@@ -60,6 +60,7 @@ template <class X> X __shfl_up_sync(unsigned, X v, unsigned d) { return tokis_ex
 template <class X> X __shfl_sync(unsigned, X v, int s) { return tokis_exchange(v, s, 2); }
 inline void __syncwarp(unsigned = 0xffffffffu) { tokis_bar.arrive_and_wait(); }
 using std::exp; using std::log; using std::fmin; using std::fmax; using std::isfinite;
+inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, sizeof d); return d; }
 extern "C" void tokis_emu_set(unsigned block, unsigned thread, unsigned grid) {
     blockIdx.x = block; threadIdx.x = thread; gridDim.x = grid; blockDim.x = 32;
 }

@@ -47,8 +47,9 @@ _COMMON = """log_ratio : array (n, T)
     mask : bool array (n, T), optional
         True where a token exists (default: all true). Rows may be empty (``L_i = 0``).
     backend : {"auto", "numpy", "numba", "cupy"}
-        Kernel implementation of the (n, T) passes; ``"auto"`` is numpy for now. A backend
-        whose kernels are not registered raises ValueError."""
+        Kernel implementation of the (n, T) passes; ``"auto"`` is numba (cupy input is
+        validated and computed on the host for now). A backend whose kernels are not
+        registered (cupy without CuPy installed) raises ValueError."""
 
 _RETURNS = """Returns
     -------

@@ -133,12 +133,24 @@ NUMPY_KERNELS = types.MappingProxyType(
     }
 )
 
-#: Kernel tables by backend; a backend module adds its own table here.
+#: Kernel tables by backend: numpy here, the compiled ones from :mod:`tokis._backends`.
 KERNELS: dict = {"numpy": NUMPY_KERNELS}
 
 
+def _register_compiled() -> None:
+    from .._backends import estimator_kernel_tables
+
+    KERNELS.update(estimator_kernel_tables())
+
+
+_register_compiled()
+
+
 def resolve_backend(backend: str) -> str:
-    """Map a valid backend name to a registered kernel table: ``"auto"`` is numpy for now.
+    """Map a valid backend name to a registered kernel table.
+
+    ``"auto"`` is numba: the kernels receive numpy arrays after validation (cupy input is
+    validated and computed on the host for now), and numba is the fast CPU table.
 
     Raises
     ------
@@ -146,7 +158,7 @@ def resolve_backend(backend: str) -> str:
         For a backend whose kernels are not registered in :data:`KERNELS`.
     """
     if backend == "auto":
-        return "numpy"
+        return "numba"
     if backend not in KERNELS:
         raise ValueError(f"backend {backend!r} is not available yet")
     return backend

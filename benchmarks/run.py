@@ -1,0 +1,550 @@
+"""tokis throughput benchmarks: sampling, estimators, exact DP, against the machine's read bandwidth.
+
+Usage::
+
+    python benchmarks/run.py                    # full suite (about 1-2 minutes on 2 cores)
+    python benchmarks/run.py --quick            # small sizes (about 20 s)
+    python benchmarks/run.py --json out.json    # also write every figure as JSON
+    python benchmarks/run.py --backend cupy     # GPU figures (needs CuPy and a CUDA device)
+
+Every timing is the median of ``--repeats`` runs (default 5) after one untimed warm-up call,
+so numba compilation is never inside a timing; compile times are measured separately by
+re-compiling the main kernels without the on-disk cache. Backends that are compared are run
+round-robin (one call each per round), so a burst of load from other processes hits all of
+them alike. GPU timings synchronise the device before the clock stops.
+
+Sections: machine; memory-read bandwidth (numba parallel sum and numpy sum over as many bytes
+as the estimator input); sampling tokens per second (kernel only and the full
+``tokis.envs.sample``); estimator elements per second (the per-row kernels on validated
+arrays, and the public functions end to end) with bytes per second as a fraction of the
+bandwidth; a peer's per-trajectory product of probabilities; exact-DP times; the targets of
+DESIGN section 7 as ratios with pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+# Keep the OpenMP worker threads spinning between parallel calls (as MKL and most OpenMP
+# runtimes do for a while by default). Otherwise every numba call that follows a few ms of
+# numpy work pays the wake-up of a sleeping worker, which on a virtual machine can take
+# several ms; the machine section reports that latency separately. Must be set before numba
+# starts its thread pool; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "active")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))  # run from a checkout without installing
+
+import numba  # noqa: E402
+
+from tokis import estimators as est  # noqa: E402
+from tokis._backends import _numba_estimators as nbk  # noqa: E402
+from tokis._backends import _numba_sample  # noqa: E402
+from tokis._backends._bandwidth import parallel_sum, read_bandwidth  # noqa: E402
+from tokis.envs import Policy, TokenMDP, exact, sample  # noqa: E402
+from tokis.envs._sample import _sample_numpy, sampling_tables  # noqa: E402
+from tokis.estimators import _weights  # noqa: E402
+
+ESTIMATORS = (
+    "seq",
+    "tok",
+    "tok_sum",
+    "tok_mean",
+    "pdis",
+    "wpdis",
+    "snis",
+    "trunc_seq",
+    "clip_prod",
+    "clip_tok",
+    "geo",
+    "mask_seq",
+    "mask_tok",
+    "psis",
+)
+
+# kernel-level workloads: the (n, T) pass each estimator family makes, on validated arrays
+KERNEL_CASES = {
+    "seq (log_weight)": lambda k, b: k.log_weight(b["log_ratio"]),
+    "tok (token_linear)": lambda k, b: k.token_linear(b["log_ratio"], b["mask"]),
+    "clip_prod (clipped_log_weight)": lambda k, b: k.clipped_log_weight(b["log_ratio"], b["mask"], math.log(2.0)),
+    "mask_tok (token_linear band)": lambda k, b: k.token_linear(
+        b["log_ratio"], b["mask"], log_lo=math.log(0.5), log_hi=math.log(2.0)
+    ),
+    "pdis (per_decision)": lambda k, b: k.per_decision(b["log_ratio"], b["rewards"]),
+    "wpdis (per_decision_columns)": lambda k, b: k.per_decision_columns(b["log_ratio"], b["rewards"]),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+
+
+def _sync_for(backend):
+    if backend != "cupy":
+        return lambda: None
+    import cupy
+
+    return lambda: cupy.cuda.Device().synchronize()
+
+
+def timed(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable, measured round-robin after one warm-up call each.
+
+    Parameters
+    ----------
+    fns : dict
+        ``name -> (callable, sync)``; ``sync`` is called before the clock stops.
+    repeats : int
+
+    Returns
+    -------
+    dict
+        ``name -> {"median": s, "min": s, "times": [...]}``.
+    """
+    for f, sync in fns.values():
+        f()
+        sync()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (f, sync) in fns.items():
+            t0 = time.perf_counter()
+            f()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {k: {"median": statistics.median(v), "min": min(v), "times": v} for k, v in times.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# machine
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_info(backends) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    parallel_sum(np.ones(8))  # start the thread pool so the threading layer is known
+    wake = []
+    for _ in range(5):  # a tiny parallel call after 20 ms idle: thread wake-up latency
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        parallel_sum(np.ones(8))
+        wake.append(time.perf_counter() - t0)
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+        "threading_layer": numba.threading_layer(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "parallel_call_after_idle_s": statistics.median(wake),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "gpu": None,
+    }
+    if "cupy" in backends:
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+        info["cupy"] = cupy.__version__
+    return info
+
+
+def available_backends(requested: str) -> list:
+    wanted = ["numpy", "numba", "cupy"] if requested == "all" else ["numpy", "numba"] + (
+        ["cupy"] if requested == "cupy" else []
+    )
+    if "cupy" in wanted:
+        try:
+            from tokis._backends._cupy import require_cupy
+
+            require_cupy()
+        except ValueError as exc:
+            if requested == "cupy":
+                raise SystemExit(f"--backend cupy: {exc}")
+            wanted.remove("cupy")
+    return wanted
+
+
+# ---------------------------------------------------------------------------------------------
+# compile times
+# ---------------------------------------------------------------------------------------------
+
+
+def _fresh_compile_seconds(dispatcher, *args) -> float:
+    """Seconds to compile ``dispatcher``'s Python function anew (no on-disk cache) for ``args``."""
+    opts = dict(dispatcher.targetoptions)
+    for key in ("cache", "nopython"):
+        opts.pop(key, None)
+    fresh = numba.njit(**opts)(dispatcher.py_func)
+    t0 = time.perf_counter()
+    fresh.compile(tuple(numba.typeof(a) for a in args))
+    return time.perf_counter() - t0
+
+
+def compile_times(quick: bool) -> list:
+    x = np.zeros((4, 8))
+    m = np.ones((4, 8), dtype=bool)
+    cdf = np.ones((1, 2, 3))
+    tok = np.empty((4, 8), dtype=np.int64)
+    sargs = (cdf, np.ones(2), np.zeros((2, 3), dtype=np.int64), np.int64(-1), np.uint64(1), tok, tok.copy())
+    cases = [
+        ("sampler (rows)", _numba_sample._sample_rows, sargs + (0, 4)),
+        ("sampler (parallel driver)", _numba_sample._sample_par, sargs),
+        ("log_weight (rows)", nbk._row_sum_rows, (x, np.empty(4), 0, 4)),
+        ("log_weight (parallel driver)", nbk._row_sum_par, (x, np.empty(4), 2)),
+    ]
+    if not quick:
+        b, h, k = np.empty(4), np.empty(4), np.empty(4, dtype=np.int64)
+        cases += [
+            ("token_linear (rows)", nbk._token_linear_rows, (x, m, 1.0, -1.0, 1.0, True, b, h, k, 0, 4)),
+            ("per_decision (rows)", nbk._per_decision_rows, (x, x, b, h, 0, 4)),
+            ("per_decision_columns (rows)", nbk._prefix_max_rows, (x, x.copy(), np.empty(8), 0, 4)),
+        ]
+    rows = []
+    for name, disp, args in cases:
+        rows.append({"kernel": name, "compile_s": _fresh_compile_seconds(disp, *args)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_problem(rng, n_ctx, vocab, horizon, *, time_dependent=False, eos=None):
+    mdp = TokenMDP(
+        rng.integers(0, n_ctx, size=(n_ctx, vocab)),
+        horizon=horizon,
+        terminal_reward=rng.uniform(size=n_ctx),
+        eos=eos,
+    )
+    shape = (horizon, n_ctx, vocab) if time_dependent else (n_ctx, vocab)
+    mu = Policy(rng.normal(size=shape))
+    pi = Policy(mu.logits + 0.3 * rng.normal(size=shape))
+    return mdp, pi, mu
+
+
+def sampling_bench(backends, quick: bool, repeats: int) -> list:
+    rng = np.random.default_rng(0)
+    if quick:
+        cases = [dict(n=4096, T=64, V=64, S=64), dict(n=2048, T=64, V=1024, S=16)]
+    else:
+        cases = [
+            dict(n=16384, T=64, V=64, S=64),
+            dict(n=4096, T=64, V=1024, S=64),
+            dict(n=4096, T=256, V=16, S=256),
+            dict(n=8192, T=128, V=32, S=32, time_dependent=True, eos=3),
+        ]
+    rows = []
+    for case in cases:
+        n, T, V, S = case["n"], case["T"], case["V"], case["S"]
+        mdp, pi, mu = _random_problem(rng, S, V, T, time_dependent=case.get("time_dependent", False),
+                                      eos=case.get("eos"))
+        cdf = sampling_tables(mu)
+        fns = {
+            "numpy": (lambda: _sample_numpy(mdp, cdf, n, 1), _sync_for("numpy")),
+            "numba": (lambda: _numba_sample.sample_numba(mdp, cdf, n, 1), _sync_for("numba")),
+        }
+        if "cupy" in backends:
+            from tokis._backends._cupy_sample import sample_cupy_device
+
+            fns["cupy"] = (lambda: sample_cupy_device(mdp, cdf, n, 1), _sync_for("cupy"))
+        res = timed(fns, repeats)
+        tokens = int((_numba_sample.sample_numba(mdp, cdf, n, 1)[0] >= 0).sum())
+        label = f"n={n} T={T} V={V} S={S}" + (" time-dep" if case.get("time_dependent") else "") + (
+            " eos" if case.get("eos") is not None else "")
+        for b, r in res.items():
+            rows.append({"case": label, "level": "kernel", "backend": b, "n": n, "T": T, "V": V, "S": S,
+                         "tokens": tokens, "seconds": r["median"], "tokens_per_s": tokens / r["median"]})
+        if case is cases[0]:  # the whole public call once: tables + kernel + log-probs and rewards
+            whole = timed({b: (lambda b=b: sample(mdp, mu, n, target=pi, seed=1, backend=b), _sync_for(b))
+                           for b in ("numpy", "numba")}, repeats)
+            for b, r in whole.items():
+                rows.append({"case": label, "level": "sample()", "backend": b, "n": n, "T": T, "V": V, "S": S,
+                             "tokens": tokens, "seconds": r["median"], "tokens_per_s": tokens / r["median"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# estimators
+# ---------------------------------------------------------------------------------------------
+
+
+def _estimator_inputs(rng, n, T):
+    """Log-ratios of sd 0.1 per token with ~10% padded tails, terminal rewards in [0, 1]."""
+    lengths = rng.integers(int(0.8 * T), T + 1, size=n)
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    lr = np.where(mask, 0.1 * rng.standard_normal((n, T)), 0.0)
+    g = rng.uniform(size=n)
+    steps = np.zeros((n, T))
+    steps[np.arange(n), lengths - 1] = g
+    return {"log_ratio": lr, "mask": mask, "returns": g, "rewards": steps, "lengths": lengths}
+
+
+def _public_backends(backends) -> list:
+    """Backends the public estimator functions accept on this machine (numpy always)."""
+    ok = []
+    x = np.zeros((2, 3))
+    for b in backends:
+        try:
+            est.seq(x if b != "cupy" else __import__("cupy").asarray(x), np.ones(2), backend=b)
+            ok.append(b)
+        except ValueError:
+            pass
+    return ok
+
+
+def _device_inputs(b, data):
+    if b != "cupy":
+        return data
+    import cupy
+
+    return {k: cupy.asarray(v) for k, v in data.items()}
+
+
+def _kernel_tables(backends) -> dict:
+    tables = {"numpy": _weights.get_kernels("numpy"), "numba": _weights.get_kernels("numba")
+              if "numba" in _weights.KERNELS else nbk}
+    if "cupy" in backends:
+        from tokis._backends import _cupy_estimators
+
+        tables["cupy"] = _cupy_estimators
+    return tables
+
+
+def estimator_bench(backends, quick: bool, repeats: int):
+    rng = np.random.default_rng(1)
+    sizes = [(8192, 512)] if quick else [(4096, 256), (16384, 512)]
+    public = _public_backends(backends)
+    nbk._warm(parallel=True)
+    tables = _kernel_tables(backends)
+    kernel_rows, call_rows, peer_rows, bw_rows = [], [], [], []
+    for n, T in sizes:
+        data = _estimator_inputs(rng, n, T)
+        elems = n * T
+        lr_bytes = data["log_ratio"].nbytes
+        bw = {"numba": read_bandwidth(lr_bytes, repeats=max(repeats, 7)),
+              "numpy": read_bandwidth(lr_bytes, repeats=max(repeats, 7), backend="numpy")}
+        if "cupy" in backends:
+            bw["cupy"] = read_bandwidth(lr_bytes, repeats=max(repeats, 7), backend="cupy")
+        bw_rows.append({"n": n, "T": T, "bytes": lr_bytes, **{f"{k}_GBps": v / 1e9 for k, v in bw.items()}})
+        # kernel level: validated float64 arrays in, per-row pieces out
+        for case, fn in KERNEL_CASES.items():
+            fns = {}
+            for b, table in tables.items():
+                d = _device_inputs(b, data)
+                fns[b] = (lambda fn=fn, table=table, d=d: fn(table, d), _sync_for(b))
+            res = timed(fns, repeats)
+            for b, r in res.items():
+                kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
+                                    "elements_per_s": elems / r["median"],
+                                    "bandwidth_fraction": lr_bytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
+        # public functions end to end (validation + kernels + reductions)
+        for name in ESTIMATORS:
+            f = getattr(est, name)
+            fns = {}
+            for b in public:
+                d = _device_inputs(b, data)
+                fns[b] = (lambda f=f, d=d, b=b: f(d["log_ratio"], d["returns"], mask=d["mask"], backend=b),
+                          _sync_for(b))
+            res = timed(fns, repeats)
+            for b, r in res.items():
+                call_rows.append({"estimator": name, "backend": b, "n": n, "T": T, "seconds": r["median"],
+                                  "elements_per_s": elems / r["median"],
+                                  "bandwidth_fraction": lr_bytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
+        # the peer's way: per trajectory, the product of probability ratios, in a Python loop
+        pi_p = np.exp(data["log_ratio"] - 1.0)
+        mu_p = np.full((n, T), math.exp(-1.0))
+        lengths, g = data["lengths"], data["returns"]
+
+        def peer():
+            total = 0.0
+            for i in range(n):
+                L = lengths[i]
+                total += np.prod(pi_p[i, :L] / mu_p[i, :L]) * g[i]
+            return total / n
+
+        pr = timed({"peer": (peer, _sync_for("numpy"))}, max(3, repeats // 2))["peer"]
+        peer_rows.append({"n": n, "T": T, "seconds": pr["median"], "elements_per_s": elems / pr["median"]})
+    return kernel_rows, call_rows, peer_rows, bw_rows, public
+
+
+# ---------------------------------------------------------------------------------------------
+# exact DP
+# ---------------------------------------------------------------------------------------------
+
+
+def exact_bench(quick: bool, repeats: int) -> list:
+    rng = np.random.default_rng(2)
+    cases = [(256, 1024, 64)] if quick else [(256, 1024, 64), (1024, 4096, 64), (1024, 1024, 256)]
+    rows = []
+    for T, S, V in cases:
+        mdp, pi, mu = _random_problem(rng, S, V, T)
+        fns = {
+            "value": (lambda: exact.value(mdp, pi), _sync_for("numpy")),
+            "occupancy": (lambda: exact.occupancy(mdp, pi), _sync_for("numpy")),
+            "log_second_moment": (lambda: exact.log_second_moment(mdp, pi, mu), _sync_for("numpy")),
+        }
+        res = timed(fns, max(3, repeats // 2) if (T, S, V) != (256, 1024, 64) else repeats)
+        for name, r in res.items():
+            rows.append({"function": name, "T": T, "S": S, "V": V, "seconds": r["median"],
+                         "cells_per_s": T * S * V / r["median"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# targets and printing
+# ---------------------------------------------------------------------------------------------
+
+
+def _pick(rows, **where):
+    for r in rows:
+        if all(r.get(k) == v for k, v in where.items()):
+            return r
+    return None
+
+
+def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, public) -> list:
+    out = []
+
+    def add(name, value, goal, note):
+        out.append({"target": name, "value": value, "goal": goal, "met": bool(value >= goal) if value == value else False,
+                    "note": note})
+
+    first = sampling[0]["case"]
+    s_np = _pick(sampling, case=first, level="kernel", backend="numpy")
+    s_nb = _pick(sampling, case=first, level="kernel", backend="numba")
+    add(f"numba sampling / numpy sampling ({first})", s_np["seconds"] / s_nb["seconds"], 10.0,
+        "token kernels, same tokens")
+    n, T = bw_rows[-1]["n"], bw_rows[-1]["T"]
+    for case, label in (("seq (log_weight)", "seq"), ("tok (token_linear)", "tok")):
+        a = _pick(kernel_rows, case=case, backend="numpy", n=n, T=T)
+        b = _pick(kernel_rows, case=case, backend="numba", n=n, T=T)
+        add(f"numba {label} / numpy {label}, kernel (n={n}, T={T})", a["seconds"] / b["seconds"], 5.0,
+            "the (n, T) pass on validated arrays")
+        if "numba" in public:
+            a = _pick(call_rows, estimator=label, backend="numpy", n=n, T=T)
+            b = _pick(call_rows, estimator=label, backend="numba", n=n, T=T)
+            add(f"numba {label} / numpy {label}, public call (n={n}, T={T})", a["seconds"] / b["seconds"], 5.0,
+                "validation + kernel + reductions")
+    b = _pick(kernel_rows, case="seq (log_weight)", backend="numba", n=n, T=T)
+    add(f"numba seq kernel bytes/s / read bandwidth (n={n}, T={T})", b["bandwidth_fraction"], 0.5,
+        "within 2x of a plain parallel sum over the same bytes")
+    if "numba" in public:
+        c = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T)
+        add(f"numba seq public call bytes/s / read bandwidth (n={n}, T={T})", c["bandwidth_fraction"], 0.5,
+            "log-ratio bytes over the whole call")
+    p = _pick(peer_rows, n=n, T=T)
+    best = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T) or b
+    add(f"peer per-trajectory product / numba seq (n={n}, T={T})", p["seconds"] / best["seconds"], 1.0,
+        "Python loop of np.prod(pi/mu) per row, as OPE libraries do")
+    big = _pick(exact_rows, function="value", T=1024, S=4096, V=64)
+    if big is not None:
+        add("exact DP value() at T=1024, S=4096, V=64: 1 s / time", 1.0 / big["seconds"], 1.0, "under a second")
+    return out
+
+
+def _fmt(x, unit=""):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{suffix}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def print_table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def report(res):
+    m = res["machine"]
+    print(f"## tokis benchmarks ({'quick' if res['quick'] else 'full'}), repeats={res['repeats']}\n")
+    print(f"CPU: {m['cpu']}, {m['cores']} cores, numba {m['numba']} with {m['numba_threads']} threads "
+          f"({m['threading_layer']}, OMP_WAIT_POLICY={m['omp_wait_policy']}), numpy {m['numpy']}; "
+          f"GPU: {m['gpu'] or 'none'}")
+    print(f"A tiny parallel numba call after 20 ms idle takes {m['parallel_call_after_idle_s'] * 1e6:.0f} us "
+          "(thread wake-up latency).")
+    print_table("Numba compile time (excluded from every timing)", ["kernel", "compile"],
+                [[r["kernel"], f"{r['compile_s']:.2f} s"] for r in res["compile"]])
+    print_table("Memory-read bandwidth (sum over the estimator input's bytes)", ["n x T", "bytes", "numba", "numpy"]
+                + (["cupy"] if "cupy_GBps" in res["bandwidth"][0] else []),
+                [[f"{r['n']}x{r['T']}", _fmt(r["bytes"], "B"), f"{r['numba_GBps']:.1f} GB/s", f"{r['numpy_GBps']:.1f} GB/s"]
+                 + ([f"{r['cupy_GBps']:.1f} GB/s"] if "cupy_GBps" in r else []) for r in res["bandwidth"]])
+    print_table("Sampling (tokens per second)", ["case", "level", "backend", "time", "tokens/s"],
+                [[r["case"], r["level"], r["backend"], f"{r['seconds'] * 1e3:.2f} ms", _fmt(r["tokens_per_s"])]
+                 for r in res["sampling"]])
+    print_table("Estimator kernels on validated arrays (elements per second)",
+                ["kernel", "n x T", "backend", "time", "elements/s", "of bandwidth"],
+                [[r["case"], f"{r['n']}x{r['T']}", r["backend"], f"{r['seconds'] * 1e3:.2f} ms",
+                  _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["kernels"]])
+    print_table("Public estimators end to end (elements per second)",
+                ["estimator", "n x T", "backend", "time", "elements/s", "of bandwidth"],
+                [[r["estimator"], f"{r['n']}x{r['T']}", r["backend"], f"{r['seconds'] * 1e3:.2f} ms",
+                  _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["calls"]])
+    print_table("Peer: per-trajectory np.prod(pi/mu) * G in a Python loop", ["n x T", "time", "elements/s"],
+                [[f"{r['n']}x{r['T']}", f"{r['seconds'] * 1e3:.1f} ms", _fmt(r["elements_per_s"])] for r in res["peer"]])
+    print_table("Exact DP (numba kernels)", ["function", "T", "S", "V", "time", "T*S*V cells/s"],
+                [[r["function"], r["T"], r["S"], r["V"], f"{r['seconds'] * 1e3:.1f} ms", _fmt(r["cells_per_s"])]
+                 for r in res["exact"]])
+    print_table("Targets (ratios measured in this run)", ["target", "value", "goal", "met"],
+                [[t["target"], f"{t['value']:.2f}", f">= {t['goal']:g}", "yes" if t["met"] else "NO"]
+                 for t in res["targets"]])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (about 20 s)")
+    ap.add_argument("--json", metavar="PATH", help="write every figure as JSON to PATH")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median; default 5)")
+    ap.add_argument("--backend", choices=("cpu", "cupy", "all"), default="all",
+                    help="cpu: numpy and numba; cupy: also the GPU (error without one); all: GPU when present")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    t0 = time.perf_counter()
+    backends = available_backends(args.backend)
+    res = {"quick": args.quick, "repeats": args.repeats, "machine": machine_info(backends)}
+    res["compile"] = compile_times(args.quick)
+    res["sampling"] = sampling_bench(backends, args.quick, args.repeats)
+    kernels, calls, peer, bw, public = estimator_bench(backends, args.quick, args.repeats)
+    res.update(kernels=kernels, calls=calls, peer=peer, bandwidth=bw, public_backends=public)
+    res["exact"] = exact_bench(args.quick, args.repeats)
+    res["targets"] = targets(res["sampling"], kernels, calls, peer, bw, res["exact"], public)
+    res["wall_s"] = time.perf_counter() - t0
+    report(res)
+    print(f"\n(total {res['wall_s']:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, default=float)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
