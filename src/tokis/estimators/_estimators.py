@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .._backends._numba_prepare import prepare_numba
 from ._estimate import Estimate
 from ._input import Batch, check_backend, check_band, check_c, check_flag, prepare
 from ._psis import khat_threshold, psis_smooth
@@ -72,7 +73,8 @@ def _doc(func):
 
 def _start(log_ratio, rewards, mask, backend):
     name = check_backend(backend)
-    batch = prepare(log_ratio, rewards, mask)
+    # numba validates in one compiled pass (same Batch, same errors as ``prepare``)
+    batch = (prepare_numba if name == "numba" else prepare)(log_ratio, rewards, mask)
     return batch, get_kernels(name), name
 
 
