@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tokis.analysis import Behavior, Family, fit_growth, growth
+from tokis.analysis import Behavior, Family
+from tokis.analysis.growth import fit_growth, growth
 
 
 @pytest.mark.parametrize("chi2", [0.05, 0.2])

@@ -16,6 +16,7 @@ writes to the store).
 
 from __future__ import annotations
 
+import math
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from . import _harness
 from ._config import canonical_json, config_key, parse_estimators, to_jsonable
 from ._store import open_store
 
-__all__ = ["Point", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
+__all__ = ["Point", "POINT_COLUMNS", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
 
 #: Version of the cell layout; part of every key, bumped when the row format changes.
 STORE_SCHEMA = 1
@@ -75,14 +76,20 @@ def cell_config(point: Point, spec, *, n: int, replications: int, seed: int) -> 
     )
 
 
+#: Columns of :func:`point_columns`, in table order.
+POINT_COLUMNS = ("horizon", "ess_fraction", "log_second_moment", "seq_kl", "token_kl", "token_kl_mu", "missing_mass")
+
+
 def point_columns(mdp, target, behavior) -> dict:
     r"""Exact per-point columns shared by every estimator of the point.
 
     Returns
     -------
     dict
-        ``horizon``; ``ess_fraction`` (population ESS fraction :math:`1/E_\mu[W^2]` of the
-        sequence weights); ``log_second_moment`` :math:`\log E_\mu[W^2]`; ``seq_kl``
+        ``horizon``; ``ess_fraction`` (population ESS fraction of the sequence weights,
+        :math:`E_\mu[W]^2 / E_\mu[W^2]`, the large-n limit of Kish's ESS divided by n; it is
+        :math:`1/E_\mu[W^2]` unless μ misses some of π's support, where
+        :math:`E_\mu[W] = 1 - \text{missing\_mass}`); ``log_second_moment`` :math:`\log E_\mu[W^2]`; ``seq_kl``
         (sequence KL(π‖μ)); ``token_kl`` (per-token KL(π‖μ) under :math:`d^\pi`);
         ``token_kl_mu`` (per-token KL(μ‖π) under :math:`d^\mu`, finite under truncation);
         ``missing_mass`` (π-probability of sequences μ cannot produce).
@@ -91,9 +98,11 @@ def point_columns(mdp, target, behavior) -> dict:
 
     d = exact.divergences(mdp, target, behavior)
     rev = exact.token_divergence(mdp, behavior, target, kind="kl", under="target")
+    m, lsm = float(d.missing_mass), float(d.log_second_moment)
+    ess = math.exp(2.0 * math.log1p(-m) - lsm) if m < 1 else 0.0
     return dict(
         horizon=int(mdp.horizon),
-        ess_fraction=float(d.population_ess_fraction),
+        ess_fraction=ess,
         log_second_moment=float(d.log_second_moment),
         seq_kl=float(d.sequence_kl),
         token_kl=float(d.token_kl_target),
@@ -226,5 +235,8 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
         for k in range(len(specs)):
             out.append({**dict(p.coords), **rows[keys[i][k]]})
     table = pd.DataFrame(out)
+    lead = [c for c, _ in points[0].coords] + list(POINT_COLUMNS) + list(_harness.COLUMNS)
+    order = [c for c in lead if c in table.columns]
+    table = table[order + [c for c in table.columns if c not in order]]
     table.attrs.update(total=len(points) * len(specs), cached=cached, computed=computed)
     return table

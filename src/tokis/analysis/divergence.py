@@ -28,7 +28,7 @@ DEFAULT_ESTIMATORS = ("seq", "tok", "snis", "clip_tok", "geo", "clip_prod")
 
 
 def divergence(family=None, behavior=None, *, kind="kl", values=DEFAULT_VALUES, horizon=16,
-               estimators=DEFAULT_ESTIMATORS, n=256, replications=100, seed=0, backend="auto", workers=1, store=None,
+               estimators=DEFAULT_ESTIMATORS, n=1024, replications=500, seed=0, backend="auto", workers=1, store=None,
                progress=False) -> pd.DataFrame:
     r"""Sweep the per-token divergence at a fixed horizon.
 
@@ -69,7 +69,7 @@ def divergence(family=None, behavior=None, *, kind="kl", values=DEFAULT_VALUES, 
     mdp, target = family.build(T)
     points = []
     for v in vals:
-        b = dataclasses.replace(base, kl=None, chi2=None, **{kind: v})
+        b = dataclasses.replace(base, **{"kl": None, "chi2": None, kind: v})
         points.append(Point(((kind, v),), mdp, target, b.apply(target)))
     table = run_sweep(points, estimators, n=n, replications=replications, seed=seed, backend=backend, store=store,
                       workers=workers, progress=progress, desc="divergence")

@@ -41,8 +41,8 @@ def horizon_points(family, behavior, horizons) -> list[Point]:
     return pts
 
 
-def horizon(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, horizons=DEFAULT_HORIZONS, n=256,
-            replications=200, seed=0, backend="auto", workers=1, store=None, progress=False) -> pd.DataFrame:
+def horizon(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, horizons=DEFAULT_HORIZONS, n=1024,
+            replications=1000, seed=0, backend="auto", workers=1, store=None, progress=False) -> pd.DataFrame:
     r"""Sweep the horizon and compare every estimator with its exact moments.
 
     Parameters

@@ -152,8 +152,8 @@ def calibrate(mdp, target, model: str, kl: float, *, seed: int = 0, iterations: 
     return hi, b, achieved
 
 
-def mismatch(family=None, *, models=DEFAULT_MODELS, kl=0.01, horizon=16, estimators=DEFAULT_ESTIMATORS, n=256,
-             replications=100, seed=0, backend="auto", workers=1, store=None, progress=False) -> pd.DataFrame:
+def mismatch(family=None, *, models=DEFAULT_MODELS, kl=0.01, horizon=16, estimators=DEFAULT_ESTIMATORS, n=1024,
+             replications=500, seed=0, backend="auto", workers=1, store=None, progress=False) -> pd.DataFrame:
     r"""Compare behaviour models at a matched per-token sampler KL.
 
     Parameters
