@@ -3,9 +3,10 @@
 :func:`prepare_numba` returns the same :class:`tokis.estimators._input.Batch` as
 :func:`tokis.estimators._input.prepare` (the reference), but reads each (n, T) input once:
 one parallel sweep per row checks for NaN/+inf at real tokens and non-finite rewards,
-counts the row's tokens, finds its last real step, writes the zero-padded log-ratio copy
-(only when a mask was given or the input is float32) and the per-step reward array, and sums
-the returns. Anything unusual -- another array library, another dtype, a non-contiguous or
+counts the row's tokens, finds its last real step, places a terminal reward there, sums the
+returns, and notes whether any masked entry is non-zero. Only then, and only if needed
+(float32 input, or non-zero padding), is a zero-padded float64 copy written; input that is
+already float64 with zeros at padding (as ``tokis.envs.sample`` produces) is used as it is. Anything unusual -- another array library, another dtype, a non-contiguous or
 mis-shaped array, or a bad value found by the sweep -- is handed to the reference, which
 raises its precise error or converts the input; so the two agree on every input, errors
 included. Per-step returns are summed sequentially (numpy sums pairwise): equal to rounding.
@@ -24,14 +25,17 @@ _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 @numba.njit(cache=True)
-def _prepare_rows(lr, mask, has_mask, rew, per_step, write_lr, write_steps, out_lr, steps, returns, lengths,
-                  bad, lo, hi):  # pragma: no cover - compiled
-    # bad[i]: 1 = NaN/+inf log-ratio at a real token, 2 = non-finite reward (at a real token)
+def _check_rows(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, lo, hi):  # pragma: no cover
+    # Reads each row once. bad[i]: 1 = NaN/+inf log-ratio at a real token, 2 = non-finite
+    # reward (a real step's, or the terminal one). dirty[i]: bit 1 = a masked log-ratio is
+    # not 0, bit 2 = a masked per-step reward is not 0 (then a zero-padded copy is needed).
+    # Terminal rewards go into ``steps`` (zeros from numpy) at the last real step.
     T = lr.shape[1]
     for i in range(lo, hi):
         L = 0
         last = 0
         flag = 0
+        dirt = 0
         total = 0.0
         for t in range(T):
             real = mask[i, t] if has_mask else True
@@ -41,17 +45,16 @@ def _prepare_rows(lr, mask, has_mask, rew, per_step, write_lr, write_steps, out_
                 last = t
                 if v != v or v == np.inf:
                     flag = 1
-            if write_lr:
-                out_lr[i, t] = v if real else 0.0
+            elif v != 0.0:
+                dirt |= 1
             if per_step:
-                r = np.float64(rew[i, t]) if real else 0.0
-                if real and not np.isfinite(r):
-                    flag = 2
-                if write_steps:
-                    steps[i, t] = r
-                total += r
-            elif write_steps:
-                steps[i, t] = 0.0
+                r = np.float64(rew[i, t])
+                if real:
+                    if not np.isfinite(r):
+                        flag = 2
+                    total += r
+                elif r != 0.0:
+                    dirt |= 2
         if not per_step:
             g = np.float64(rew[i, 0])
             if not np.isfinite(g):
@@ -61,16 +64,49 @@ def _prepare_rows(lr, mask, has_mask, rew, per_step, write_lr, write_steps, out_
         lengths[i] = L
         returns[i] = total
         bad[i] = flag
+        dirty[i] = dirt
+
+
+@numba.njit(cache=True)
+def _copy_rows(x, mask, out, lo, hi):  # pragma: no cover - compiled
+    # out = where(mask, x, 0) as float64
+    T = x.shape[1]
+    for i in range(lo, hi):
+        for t in range(T):
+            out[i, t] = np.float64(x[i, t]) if mask[i, t] else 0.0
 
 
 @numba.njit(cache=True, parallel=True)
-def _prepare_par(lr, mask, has_mask, rew, per_step, write_lr, write_steps, out_lr, steps, returns, lengths, bad,
-                 nchunks):  # pragma: no cover - compiled
+def _check_par(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, nchunks):  # pragma: no cover
     n = lr.shape[0]
     rows = (n + nchunks - 1) // nchunks
     for ch in numba.prange(nchunks):
-        _prepare_rows(lr, mask, has_mask, rew, per_step, write_lr, write_steps, out_lr, steps, returns, lengths,
-                      bad, ch * rows, min(n, (ch + 1) * rows))
+        _check_rows(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, ch * rows,
+                    min(n, (ch + 1) * rows))
+
+
+@numba.njit(cache=True, parallel=True)
+def _copy_par(x, mask, out, nchunks):  # pragma: no cover - compiled
+    n = x.shape[0]
+    rows = (n + nchunks - 1) // nchunks
+    for ch in numba.prange(nchunks):
+        _copy_rows(x, mask, out, ch * rows, min(n, (ch + 1) * rows))
+
+
+def _chunks(n: int, T: int) -> int:
+    if n * T < PARALLEL_MIN_ELEMENTS or numba.get_num_threads() < 2:
+        return 1
+    return max(1, min(n, 4 * numba.get_num_threads()))
+
+
+def _cleaned(x, mask, k):
+    """``where(mask, x, 0)`` as a new float64 array."""
+    out = np.empty(x.shape)
+    if k == 1:
+        _copy_rows(x, mask, out, 0, x.shape[0])
+    else:
+        _copy_par(x, mask, out, k)
+    return out
 
 
 def _plain(x, ndims) -> bool:
@@ -103,24 +139,26 @@ def prepare_numba(log_ratio, rewards, mask=None):
         isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (n, T) and mask.flags.c_contiguous
     ):
         return prepare(log_ratio, rewards, mask)
-    write_lr = has_mask or log_ratio.dtype != np.float64
-    write_steps = not per_step or has_mask or rewards.dtype != np.float64
-    out_lr = np.empty((n, T)) if write_lr else np.empty((1, 1))
-    steps = np.empty((n, T)) if write_steps else np.empty((1, 1))
     returns = np.empty(n)
     lengths = np.empty(n, dtype=np.int64)
     bad = np.empty(n, dtype=np.int8)
+    dirty = np.empty(n, dtype=np.int8)
+    steps = np.empty((1, 1)) if per_step else np.zeros((n, T))  # zeros: pages are zeroed lazily
     mask_arg = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
     rew_arg = rewards if per_step else rewards.reshape(n, 1)
-    args = (log_ratio, mask_arg, has_mask, rew_arg, per_step, write_lr, write_steps, out_lr, steps, returns, lengths,
-            bad)
-    if n * T < PARALLEL_MIN_ELEMENTS or numba.get_num_threads() < 2:
-        _prepare_rows(*args, 0, n)
+    args = (log_ratio, mask_arg, has_mask, rew_arg, per_step, steps, returns, lengths, bad, dirty)
+    k = _chunks(n, T)
+    if k == 1:
+        _check_rows(*args, 0, n)
     else:
-        _prepare_par(*args, max(1, min(n, 4 * numba.get_num_threads())))
+        _check_par(*args, k)
     if bad.any():
         return prepare(log_ratio, rewards, mask)  # raises the reference's error
     m = mask if has_mask else np.ones((n, T), dtype=bool)
-    lr = out_lr if write_lr else log_ratio
-    st = steps if write_steps else rewards
-    return Batch(lr, st, returns, m, lengths, not per_step, "numpy", np)
+    # the input itself when it is float64 and already 0 wherever masked (tokis.envs.sample's
+    # Rollouts are); otherwise a zero-padded float64 copy, as the reference makes
+    dirt = np.bitwise_or.reduce(dirty) if n else 0
+    lr = log_ratio if (log_ratio.dtype == np.float64 and not dirt & 1) else _cleaned(log_ratio, m, k)
+    if per_step:
+        steps = rewards if (rewards.dtype == np.float64 and not dirt & 2) else _cleaned(rewards, m, k)
+    return Batch(lr, steps, returns, m, lengths, not per_step, "numpy", np)
