@@ -176,3 +176,17 @@ def test_errors():
         monte_carlo(mdp, pi, mu, ["seq"], n=4, replications=3, seed=-1)
     with pytest.raises(ValueError, match="no estimator given"):
         monte_carlo(mdp, pi, mu, [], n=4, replications=3)
+
+
+@pytest.mark.slow
+def test_z_scores_are_standard_normal_across_seeds():
+    """Over independent seeds, z of seq and tok (exact moments) follows N(0, 1) (KS test)."""
+    mdp, pi, mu = _case("ngram_eos", 4)
+    seeds = range(300) if FULL else range(25)
+    z = {"seq": [], "tok": []}
+    for s in seeds:
+        t = monte_carlo(mdp, pi, mu, ["seq", "tok"], n=32, replications=30, seed=s)
+        for name in z:
+            z[name].append(t.loc[t["estimator"] == name, "z"].item())
+    for name, values in z.items():
+        assert stats.kstest(values, "norm").pvalue > 1e-3, (name, np.mean(values), np.std(values))

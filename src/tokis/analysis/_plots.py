@@ -44,6 +44,21 @@ def _positive(v):
     return np.where(np.isfinite(v) & (v > 0), v, np.nan)
 
 
+def _bias_linthresh(table) -> float:
+    """Linear range of the symlog bias axis: the Monte Carlo resolution (smallest CI half-width).
+
+    Below it the Monte Carlo cannot tell a bias from zero, and exact biases that are zero up to
+    rounding (1e-17) stay on the linear part instead of stretching the axis over decades.
+    """
+    half = ((table["mc_bias_hi"] - table["mc_bias_lo"]) / 2).to_numpy(dtype=float)
+    half = half[np.isfinite(half) & (half > 0)]
+    if half.size:
+        return float(10.0 ** np.floor(np.log10(half.min())))
+    vals = np.abs(table["exact_bias"].to_numpy(dtype=float))
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    return float(1e-3 * vals.max()) if vals.size else 1e-6
+
+
 def plot_sweep(table, x: str, out_dir, *, prefix: str, xlabel: str | None = None, title: str = "") -> list[Path]:
     """Write ``PREFIX_bias.png``, ``PREFIX_std.png``, ``PREFIX_mse.png`` and ``PREFIX_ess.png``.
 
@@ -104,9 +119,7 @@ def plot_sweep(table, x: str, out_dir, *, prefix: str, xlabel: str | None = None
             ax.plot(pts[x].to_numpy(dtype=float), _positive(pop), "k--", label="population ESS (seq)")
         _xscale(ax, table[x])
         if metric == "bias":
-            vals = np.abs(np.concatenate([table[c].to_numpy(dtype=float) for c in ("exact_bias", "mc_bias")]))
-            vals = vals[np.isfinite(vals) & (vals > 0)]
-            ax.set_yscale("symlog", linthresh=float(np.min(vals)) if vals.size else 1e-6)
+            ax.set_yscale("symlog", linthresh=_bias_linthresh(table))
             ax.axhline(0.0, color="0.6", lw=0.8)
         else:
             ax.set_yscale("log")
