@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tokis.analysis import to_latex, to_markdown
 from tokis.analysis._output import format_value, write_tables

@@ -422,21 +422,23 @@ def test_support_mismatch_term_is_visible():
 
 @pytest.mark.parametrize("k", range(0, len(CASES), 2))
 def test_population_ess(k):
+    """E_mu[W]^2 / E_mu[W^2] over the enumeration (= 1 / E_mu[W^2] under full support)."""
     mdp, pi, mu, desc = CASES[k]
     d = reference(mdp, pi, mu)
     ess = population_ess(mdp, pi, mu)
-    assert close(ess, 1.0 / float(d["p"] @ d["W"] ** 2)), desc
+    mean_w = float(d["p"] @ d["W"])
+    assert close(ess, mean_w**2 / float(d["p"] @ d["W"] ** 2)), desc
+    assert 0 < ess <= 1 + 1e-12
+    assert close(population_ess(mdp, pi, mu, log=True), math.log(ess)), desc
 
 
-def test_population_ess_matches_log_second_moment_when_available():
-    from tokis.envs.exact import log_second_moment
+def test_population_ess_is_inverse_second_moment_under_full_support():
+    from tokis.envs.exact import divergences, log_second_moment
 
     mdp, pi, mu, _ = CASES[5]
-    try:
-        lsm = log_second_moment(mdp, pi, mu)
-    except NotImplementedError:
-        pytest.skip("log_second_moment not implemented yet")
+    lsm = log_second_moment(mdp, pi, mu)
     assert close(math.log(population_ess(mdp, pi, mu)), -float(lsm))
+    assert close(divergences(mdp, pi, mu).population_ess_fraction, population_ess(mdp, pi, mu))
 
 
 # --------------------------------------------------------------------------- cross-check with tokis.estimators

@@ -16,7 +16,6 @@ writes to the store).
 
 from __future__ import annotations
 
-import math
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -98,11 +97,9 @@ def point_columns(mdp, target, behavior) -> dict:
 
     d = exact.divergences(mdp, target, behavior)
     rev = exact.token_divergence(mdp, behavior, target, kind="kl", under="target")
-    m, lsm = float(d.missing_mass), float(d.log_second_moment)
-    ess = math.exp(2.0 * math.log1p(-m) - lsm) if m < 1 else 0.0
     return dict(
         horizon=int(mdp.horizon),
-        ess_fraction=ess,
+        ess_fraction=float(d.population_ess_fraction),
         log_second_moment=float(d.log_second_moment),
         seq_kl=float(d.sequence_kl),
         token_kl=float(d.token_kl_target),

@@ -248,8 +248,9 @@ class Divergences:
     log_second_moment : float
         :math:`\log E_\mu[W^2]` over :math:`\mu`'s support (:func:`log_second_moment`).
     population_ess_fraction : float
-        :math:`1/E_\mu[W^2] = e^{-\text{log\_second\_moment}}`: the large-n limit of the Kish
-        ESS of sequence weights divided by n (when :math:`E_\mu[W] = 1`).
+        :math:`E_\mu[W]^2/E_\mu[W^2]` with :math:`E_\mu[W] = 1 -` ``missing_mass``: the large-n
+        limit of the Kish ESS of sequence weights divided by n; equal to
+        :math:`1/E_\mu[W^2] = e^{-\text{log\_second\_moment}}` under full support. In [0, 1].
     missing_mass : float
         :math:`P_\pi` of sequences outside :math:`\mu`'s support (:func:`support_mismatch`).
     expected_length_target, expected_length_behavior : float
@@ -296,11 +297,14 @@ def divergences(mdp, target, behavior) -> Divergences:
         if kind == "kl":
             out["sequence_kl"] = tot_pi
     lsm = _log_second_moment(mdp, pi, mu)
+    missing = _support_mismatch(mdp, pi, mu)
+    with np.errstate(divide="ignore", over="ignore"):  # disjoint supports: fraction 0
+        ess_fraction = float(np.exp(2.0 * np.log1p(-missing) - lsm)) if missing < 1 else 0.0
     return Divergences(
         **out,
         log_second_moment=lsm,
-        population_ess_fraction=float(np.exp(-lsm)),
-        missing_mass=_support_mismatch(mdp, pi, mu),
+        population_ess_fraction=ess_fraction,
+        missing_mass=missing,
         expected_length_target=len_pi,
         expected_length_behavior=len_mu,
     )

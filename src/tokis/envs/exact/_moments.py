@@ -390,7 +390,6 @@ def _wpdis_asymptotic(pair):
     """(sum theta_t, log_var, bias_coef) of wpdis by the delta method."""
     b, theta, c_val, c_scale = wpdis_stats(pair)
     coef = float(sum(_signed_exp(-float(v), float(s) - 2.0 * math.log(bt)) for v, s, bt in zip(c_val, c_scale, b)))
-    T = pair.T
     q = theta / b
     beta = -(np.cumsum(q[::-1])[::-1] - q)  # -sum_{s > t} theta_s / b_s
     u = (pair.mdp.step_reward[None] - theta[:, None, None]) / b[:, None, None]
@@ -526,35 +525,34 @@ def moments(
 
 
 def population_ess(mdp, target, behavior, *, log: bool = False) -> float:
-    r"""Population effective-sample-size fraction of sequence weights, ``1 / E_mu[W^2]``.
+    r"""Population effective-sample-size fraction of sequence weights, ``E_mu[W]^2 / E_mu[W^2]``.
 
-    ``E_mu[W^2] = E_pi[W]`` (over mu's support) is computed by the multiplicative recursion
-    with kernel ``mu (pi/mu)^2`` in log space, so long horizons give tiny but correct fractions
-    (0.0 only below the smallest float). Kish's ESS of n samples concentrates at ``n / E_mu[W^2]``
-    when ``E_mu[W] = 1``.
+    Kish's ESS of n samples, ``(sum w)^2 / sum w^2``, concentrates at ``n E_mu[W]^2 / E_mu[W^2]``.
+    With full support ``E_mu[W] = 1`` and this is ``1 / E_mu[W^2]``; where mu misses part of
+    pi's support, ``E_mu[W] = 1 - missing mass`` (:func:`support_mismatch`) and the fraction
+    stays in (0, 1]. ``log E_mu[W^2]`` comes from :func:`log_second_moment` (log space), so long
+    horizons give tiny but correct fractions (0.0 only below the smallest float).
 
     Parameters
     ----------
     mdp : TokenMDP
     target, behavior : Policy
     log : bool
-        Return ``-log E_mu[W^2]`` instead (finite where the fraction underflows).
+        Return the natural log of the fraction instead (finite where the fraction underflows).
 
     Returns
     -------
     float
-        In (0, 1] when pi is absolutely continuous w.r.t. mu (it may exceed 1 otherwise).
+        In (0, 1].
     """
-    target = check_pair(mdp, target, "target")
-    behavior = check_pair(mdp, behavior, "behavior")
-    pair = prepare(mdp, target, behavior)
-    log_r = pair.log_r
-    res = multiplicative(pair, lambda t: log_r[t])
-    v, s = float(res.second[0, 0]), float(res.scale2[0])
-    if not v > 0:
-        raise ValueError("population_ess is undefined: E_mu[W^2] = 0 (the target puts no mass on the behaviour's support)")
-    log_m2 = s + math.log(v)
-    return -log_m2 if log else math.exp(-log_m2)
+    from ._divergence import log_second_moment, support_mismatch
+
+    log_m2 = log_second_moment(mdp, target, behavior)
+    mean_w = 1.0 - support_mismatch(mdp, target, behavior)
+    if not (mean_w > 0 and math.isfinite(log_m2)):
+        raise ValueError("population_ess is undefined: E_mu[W] = 0 (the target puts no mass on the behaviour's support)")
+    log_frac = 2.0 * math.log(mean_w) - log_m2
+    return log_frac if log else math.exp(log_frac)
 
 
 def _past_rewards(mdp, probs: np.ndarray, d: np.ndarray) -> np.ndarray:

@@ -264,7 +264,7 @@ def multiplicative(pair: Pair, log_h, lengths: np.ndarray | None = None, shift: 
     (``j = 0, 1, 2``) scaled by ``exp(s2)``; the per-step kernels ``mu h^k`` are evaluated as
     ``exp(log mu + k log h - shift_k)`` and every step renormalises by the max-abs moment.
     """
-    T, S, V = pair.T, pair.S, pair.V
+    T, S = pair.T, pair.S
     nxt = pair.mdp.next_context
     rho = pair.mdp.step_reward
     if lengths is None:
