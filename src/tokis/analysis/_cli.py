@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("horizon", help="sweep the horizon T (the flagship)",
                        description="Sweep T = 1, 2, 4, ... at a fixed per-token divergence: exact bias, std, MSE "
-                       "and population ESS fraction next to Monte Carlo bias (95%% CI), std, Kish ESS and z-score, "
+                       "and population ESS fraction next to Monte Carlo bias (95 % CI), std, Kish ESS and z-score, "
                        "per estimator; then where each estimator's exact MSE overtakes another's.")
     _add_family(h, "ngram")
     _add_behavior(h, "--kl 0.05")
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("growth", help="regress log Var against T, next to the exact rate",
                        description="Fit log E[f^2] (or log Var f) of one estimator against T by OLS (statsmodels) "
-                       "with a 95%% CI on the slope, next to the exact per-step growth rate; say whether they agree.")
+                       "with a 95 % CI on the slope, next to the exact per-step growth rate; say whether they agree.")
     _add_family(g, "iid", "random")
     _add_behavior(g, "--chi2 0.05")
     g.add_argument("--estimator", default="seq", help="the estimator (default seq)")
