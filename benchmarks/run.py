@@ -41,6 +41,9 @@ import numpy as np
 # several ms; the machine section reports that latency separately. Must be set before numba
 # starts its thread pool; an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "active")
+# numpy's BLAS (used by np.dot in the estimators' O(n) reductions) gets one thread: on a small
+# machine its thread pool otherwise fights numba's for the cores and adds ms to both backends.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))  # run from a checkout without installing
@@ -152,6 +155,7 @@ def machine_info(backends) -> dict:
         "numba_threads": numba.get_num_threads(),
         "threading_layer": numba.threading_layer(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "parallel_call_after_idle_s": statistics.median(wake),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -254,16 +258,18 @@ def sampling_bench(backends, quick: bool, repeats: int) -> list:
             dict(n=4096, T=256, V=16, S=256),
             dict(n=8192, T=128, V=32, S=32, time_dependent=True, eos=3),
         ]
+    if "cupy" in backends:  # large enough for a GPU; the numpy reference would take minutes
+        cases.append(dict(n=1 << 20, T=128, V=64, S=64, skip_numpy=True))
     rows = []
     for case in cases:
         n, T, V, S = case["n"], case["T"], case["V"], case["S"]
         mdp, pi, mu = _random_problem(rng, S, V, T, time_dependent=case.get("time_dependent", False),
                                       eos=case.get("eos"))
         cdf = sampling_tables(mu)
-        fns = {
-            "numpy": (lambda: _sample_numpy(mdp, cdf, n, 1), _sync_for("numpy")),
-            "numba": (lambda: _numba_sample.sample_numba(mdp, cdf, n, 1), _sync_for("numba")),
-        }
+        fns = {}
+        if not case.get("skip_numpy"):
+            fns["numpy"] = (lambda: _sample_numpy(mdp, cdf, n, 1), _sync_for("numpy"))
+        fns["numba"] = (lambda: _numba_sample.sample_numba(mdp, cdf, n, 1), _sync_for("numba"))
         if "cupy" in backends:
             from tokis._backends._cupy_sample import sample_cupy_device
 
@@ -274,13 +280,15 @@ def sampling_bench(backends, quick: bool, repeats: int) -> list:
             " eos" if case.get("eos") is not None else "")
         for b, r in res.items():
             rows.append({"case": label, "level": "kernel", "backend": b, "n": n, "T": T, "V": V, "S": S,
-                         "tokens": tokens, "seconds": r["median"], "tokens_per_s": tokens / r["median"]})
+                         "tokens": tokens, "seconds": r["median"], "min_seconds": r["min"],
+                         "tokens_per_s": tokens / r["median"]})
         if case is cases[0]:  # the whole public call once: tables + kernel + log-probs and rewards
             whole = timed({b: (lambda b=b: sample(mdp, mu, n, target=pi, seed=1, backend=b), _sync_for(b))
                            for b in ("numpy", "numba")}, repeats)
             for b, r in whole.items():
                 rows.append({"case": label, "level": "sample()", "backend": b, "n": n, "T": T, "V": V, "S": S,
-                             "tokens": tokens, "seconds": r["median"], "tokens_per_s": tokens / r["median"]})
+                             "tokens": tokens, "seconds": r["median"], "min_seconds": r["min"],
+                             "tokens_per_s": tokens / r["median"]})
     return rows
 
 
@@ -303,12 +311,12 @@ def _estimator_inputs(rng, n, T):
 def _public_backends(backends) -> list:
     """Backends the public estimator functions accept on this machine (numpy always)."""
     ok = []
-    x = np.zeros((2, 3))
     for b in backends:
+        xp = __import__("cupy") if b == "cupy" else np
         try:
-            est.seq(x if b != "cupy" else __import__("cupy").asarray(x), np.ones(2), backend=b)
+            est.seq(xp.zeros((2, 3)), xp.ones(2), backend=b)
             ok.append(b)
-        except ValueError:
+        except (ValueError, TypeError):
             pass
     return ok
 
@@ -356,7 +364,7 @@ def estimator_bench(backends, quick: bool, repeats: int):
             res = timed(fns, repeats)
             for b, r in res.items():
                 kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
-                                    "elements_per_s": elems / r["median"],
+                                    "min_seconds": r["min"], "elements_per_s": elems / r["median"],
                                     "bandwidth_fraction": lr_bytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
         # public functions end to end (validation + kernels + reductions)
         for name in ESTIMATORS:
@@ -369,7 +377,7 @@ def estimator_bench(backends, quick: bool, repeats: int):
             res = timed(fns, repeats)
             for b, r in res.items():
                 call_rows.append({"estimator": name, "backend": b, "n": n, "T": T, "seconds": r["median"],
-                                  "elements_per_s": elems / r["median"],
+                                  "min_seconds": r["min"], "elements_per_s": elems / r["median"],
                                   "bandwidth_fraction": lr_bytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
         # the peer's way: per trajectory, the product of probability ratios, in a Python loop
         pi_p = np.exp(data["log_ratio"] - 1.0)
@@ -384,7 +392,23 @@ def estimator_bench(backends, quick: bool, repeats: int):
             return total / n
 
         pr = timed({"peer": (peer, _sync_for("numpy"))}, max(3, repeats // 2))["peer"]
-        peer_rows.append({"n": n, "T": T, "seconds": pr["median"], "elements_per_s": elems / pr["median"]})
+        peer_rows.append({"n": n, "T": T, "seconds": pr["median"], "min_seconds": pr["min"],
+                          "elements_per_s": elems / pr["median"]})
+    if "cupy" in backends:  # a GPU needs more bytes than the CPU sizes to reach its bandwidth
+        n, T = (1 << 16, 1024)
+        data = _estimator_inputs(rng, n, T)
+        lr_bytes = data["log_ratio"].nbytes
+        bw = {"numba": read_bandwidth(lr_bytes, repeats=max(repeats, 7)),
+              "cupy": read_bandwidth(lr_bytes, repeats=max(repeats, 7), backend="cupy")}
+        bw_rows.append({"n": n, "T": T, "bytes": lr_bytes, "numpy_GBps": float("nan"),
+                        **{f"{k}_GBps": v / 1e9 for k, v in bw.items()}})
+        for case, fn in KERNEL_CASES.items():
+            fns = {b: (lambda fn=fn, table=tables[b], d=_device_inputs(b, data): fn(table, d), _sync_for(b))
+                   for b in ("numba", "cupy")}
+            for b, r in timed(fns, repeats).items():
+                kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
+                                    "min_seconds": r["min"], "elements_per_s": n * T / r["median"],
+                                    "bandwidth_fraction": lr_bytes / r["median"] / bw[b]})
     return kernel_rows, call_rows, peer_rows, bw_rows, public
 
 
@@ -406,7 +430,7 @@ def exact_bench(quick: bool, repeats: int) -> list:
         }
         res = timed(fns, max(3, repeats // 2) if (T, S, V) != (256, 1024, 64) else repeats)
         for name, r in res.items():
-            rows.append({"function": name, "T": T, "S": S, "V": V, "seconds": r["median"],
+            rows.append({"function": name, "T": T, "S": S, "V": V, "seconds": r["median"], "min_seconds": r["min"],
                          "cells_per_s": T * S * V / r["median"]})
     return rows
 
@@ -435,7 +459,8 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
     s_nb = _pick(sampling, case=first, level="kernel", backend="numba")
     add(f"numba sampling / numpy sampling ({first})", s_np["seconds"] / s_nb["seconds"], 10.0,
         "token kernels, same tokens")
-    n, T = bw_rows[-1]["n"], bw_rows[-1]["T"]
+    n, T = max(((r["n"], r["T"]) for r in call_rows or kernel_rows if r["backend"] == "numpy"),
+               key=lambda s: s[0] * s[1])
     for case, label in (("seq (log_weight)", "seq"), ("tok (token_linear)", "tok")):
         a = _pick(kernel_rows, case=case, backend="numpy", n=n, T=T)
         b = _pick(kernel_rows, case=case, backend="numba", n=n, T=T)
@@ -457,6 +482,15 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
     best = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T) or b
     add(f"peer per-trajectory product / numba seq (n={n}, T={T})", p["seconds"] / best["seconds"], 1.0,
         "Python loop of np.prod(pi/mu) per row, as OPE libraries do")
+    cu = [r for r in sampling if r["backend"] == "cupy"]
+    if cu:
+        best = max(cu, key=lambda r: r["tokens_per_s"])
+        add(f"cupy sampling tokens/s / 1e9 ({best['case']})", best["tokens_per_s"] / 1e9, 1.0,
+            "billions of tokens per second on the GPU")
+        c = max((r for r in kernel_rows if r["case"] == "seq (log_weight)" and r["backend"] == "cupy"),
+                key=lambda r: r["n"] * r["T"])
+        add(f"cupy seq kernel bytes/s / GPU read bandwidth (n={c['n']}, T={c['T']})", c["bandwidth_fraction"], 0.5,
+            "at least half of a plain cupy sum over the same bytes")
     big = _pick(exact_rows, function="value", T=1024, S=4096, V=64)
     if big is not None:
         add("exact DP value() at T=1024, S=4096, V=64: 1 s / time", 1.0 / big["seconds"], 1.0, "under a second")
@@ -474,6 +508,10 @@ def _fmt(x, unit=""):
     return f"{x:.3g}{unit}"
 
 
+def _ms(r):
+    return f"{r['seconds'] * 1e3:.2f} ({r['min_seconds'] * 1e3:.2f}) ms"
+
+
 def print_table(title, header, rows):
     print(f"\n### {title}\n")
     print("| " + " | ".join(header) + " |")
@@ -486,7 +524,8 @@ def report(res):
     m = res["machine"]
     print(f"## tokis benchmarks ({'quick' if res['quick'] else 'full'}), repeats={res['repeats']}\n")
     print(f"CPU: {m['cpu']}, {m['cores']} cores, numba {m['numba']} with {m['numba_threads']} threads "
-          f"({m['threading_layer']}, OMP_WAIT_POLICY={m['omp_wait_policy']}), numpy {m['numpy']}; "
+          f"({m['threading_layer']}, OMP_WAIT_POLICY={m['omp_wait_policy']}), numpy {m['numpy']} "
+          f"(OPENBLAS_NUM_THREADS={m['openblas_threads']}); "
           f"GPU: {m['gpu'] or 'none'}")
     print(f"A tiny parallel numba call after 20 ms idle takes {m['parallel_call_after_idle_s'] * 1e6:.0f} us "
           "(thread wake-up latency).")
@@ -496,21 +535,22 @@ def report(res):
                 + (["cupy"] if "cupy_GBps" in res["bandwidth"][0] else []),
                 [[f"{r['n']}x{r['T']}", _fmt(r["bytes"], "B"), f"{r['numba_GBps']:.1f} GB/s", f"{r['numpy_GBps']:.1f} GB/s"]
                  + ([f"{r['cupy_GBps']:.1f} GB/s"] if "cupy_GBps" in r else []) for r in res["bandwidth"]])
-    print_table("Sampling (tokens per second)", ["case", "level", "backend", "time", "tokens/s"],
-                [[r["case"], r["level"], r["backend"], f"{r['seconds'] * 1e3:.2f} ms", _fmt(r["tokens_per_s"])]
+    print_table("Sampling (tokens per second)", ["case", "level", "backend", "median (min) time", "tokens/s"],
+                [[r["case"], r["level"], r["backend"], _ms(r), _fmt(r["tokens_per_s"])]
                  for r in res["sampling"]])
     print_table("Estimator kernels on validated arrays (elements per second)",
-                ["kernel", "n x T", "backend", "time", "elements/s", "of bandwidth"],
-                [[r["case"], f"{r['n']}x{r['T']}", r["backend"], f"{r['seconds'] * 1e3:.2f} ms",
+                ["kernel", "n x T", "backend", "median (min) time", "elements/s", "of bandwidth"],
+                [[r["case"], f"{r['n']}x{r['T']}", r["backend"], _ms(r),
                   _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["kernels"]])
     print_table("Public estimators end to end (elements per second)",
-                ["estimator", "n x T", "backend", "time", "elements/s", "of bandwidth"],
-                [[r["estimator"], f"{r['n']}x{r['T']}", r["backend"], f"{r['seconds'] * 1e3:.2f} ms",
+                ["estimator", "n x T", "backend", "median (min) time", "elements/s", "of bandwidth"],
+                [[r["estimator"], f"{r['n']}x{r['T']}", r["backend"], _ms(r),
                   _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["calls"]])
-    print_table("Peer: per-trajectory np.prod(pi/mu) * G in a Python loop", ["n x T", "time", "elements/s"],
-                [[f"{r['n']}x{r['T']}", f"{r['seconds'] * 1e3:.1f} ms", _fmt(r["elements_per_s"])] for r in res["peer"]])
-    print_table("Exact DP (numba kernels)", ["function", "T", "S", "V", "time", "T*S*V cells/s"],
-                [[r["function"], r["T"], r["S"], r["V"], f"{r['seconds'] * 1e3:.1f} ms", _fmt(r["cells_per_s"])]
+    print_table("Peer: per-trajectory np.prod(pi/mu) * G in a Python loop",
+                ["n x T", "median (min) time", "elements/s"],
+                [[f"{r['n']}x{r['T']}", _ms(r), _fmt(r["elements_per_s"])] for r in res["peer"]])
+    print_table("Exact DP (numba kernels)", ["function", "T", "S", "V", "median (min) time", "T*S*V cells/s"],
+                [[r["function"], r["T"], r["S"], r["V"], _ms(r), _fmt(r["cells_per_s"])]
                  for r in res["exact"]])
     print_table("Targets (ratios measured in this run)", ["target", "value", "goal", "met"],
                 [[t["target"], f"{t['value']:.2f}", f">= {t['goal']:g}", "yes" if t["met"] else "NO"]

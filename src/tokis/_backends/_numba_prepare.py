@@ -24,47 +24,53 @@ __all__ = ["prepare_numba"]
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"reassoc"})
 def _check_rows(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, lo, hi):  # pragma: no cover
     # Reads each row once. bad[i]: 1 = NaN/+inf log-ratio at a real token, 2 = non-finite
     # reward (a real step's, or the terminal one). dirty[i]: bit 1 = a masked log-ratio is
     # not 0, bit 2 = a masked per-step reward is not 0 (then a zero-padded copy is needed).
-    # Terminal rewards go into ``steps`` (zeros from numpy) at the last real step.
+    # Terminal rewards go into ``steps`` (zeros from numpy) at the last real step. The loops
+    # accumulate integer flags and maxima (no branches), so they vectorise.
     T = lr.shape[1]
     for i in range(lo, hi):
-        L = 0
-        last = 0
-        flag = 0
-        dirt = 0
+        bad_lr = 0
+        dirt_lr = 0
+        if has_mask:
+            L = 0
+            last = -1
+            for t in range(T):
+                real = mask[i, t]
+                ri = np.int64(real)
+                v = np.float64(lr[i, t])
+                L += ri
+                last = max(last, t if real else -1)
+                bad_lr |= ri & np.int64((v != v) | (v == np.inf))
+                dirt_lr |= (1 - ri) & np.int64(v != 0.0)
+            last = max(last, 0)
+        else:
+            L = T
+            last = T - 1
+            for t in range(T):
+                v = np.float64(lr[i, t])
+                bad_lr |= np.int64((v != v) | (v == np.inf))
+        bad_rew = 0
+        dirt_rew = 0
         total = 0.0
-        for t in range(T):
-            real = mask[i, t] if has_mask else True
-            v = np.float64(lr[i, t])
-            if real:
-                L += 1
-                last = t
-                if v != v or v == np.inf:
-                    flag = 1
-            elif v != 0.0:
-                dirt |= 1
-            if per_step:
+        if per_step:
+            for t in range(T):
+                ri = np.int64(mask[i, t]) if has_mask else 1
                 r = np.float64(rew[i, t])
-                if real:
-                    if not np.isfinite(r):
-                        flag = 2
-                    total += r
-                elif r != 0.0:
-                    dirt |= 2
-        if not per_step:
-            g = np.float64(rew[i, 0])
-            if not np.isfinite(g):
-                flag = 2
-            steps[i, last] = g  # last real step; column 0 for an empty row (as the reference)
-            total = g
+                bad_rew |= ri & np.int64((r != r) | (r == np.inf) | (r == -np.inf))
+                dirt_rew |= (1 - ri) & np.int64(r != 0.0)
+                total += r if ri else 0.0
+        else:
+            total = np.float64(rew[i, 0])
+            bad_rew = np.int64(not np.isfinite(total))
+            steps[i, last] = total  # last real step; column 0 for an empty row (as the reference)
         lengths[i] = L
         returns[i] = total
-        bad[i] = flag
-        dirty[i] = dirt
+        bad[i] = 1 if bad_lr else (2 if bad_rew else 0)
+        dirty[i] = np.int8(dirt_lr | (dirt_rew << 1))
 
 
 @numba.njit(cache=True)
