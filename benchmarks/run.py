@@ -2,16 +2,16 @@
 
 Usage::
 
-    python benchmarks/run.py                    # full suite (about 1-2 minutes on 2 cores)
-    python benchmarks/run.py --quick            # small sizes (about 20 s)
+    python benchmarks/run.py                    # full suite (about 40 s on 2 cores)
+    python benchmarks/run.py --quick            # small sizes (about 15 s)
     python benchmarks/run.py --json out.json    # also write every figure as JSON
     python benchmarks/run.py --backend cupy     # GPU figures (needs CuPy and a CUDA device)
 
-Every timing is the median of ``--repeats`` runs (default 5) after one untimed warm-up call,
-so numba compilation is never inside a timing; compile times are measured separately by
-re-compiling the main kernels without the on-disk cache. Backends that are compared are run
-round-robin (one call each per round), so a burst of load from other processes hits all of
-them alike. GPU timings synchronise the device before the clock stops.
+Every timing is the median of ``--repeats`` runs (default 7; the minimum is shown too) after
+one untimed warm-up call, so numba compilation is never inside a timing; compile times are
+measured separately by re-compiling the main kernels without the on-disk cache. Backends that
+are compared are run round-robin (one call each per round), so a burst of load from other
+processes hits all of them alike. GPU timings synchronise the device before the clock stops.
 
 Sections: machine; memory-read bandwidth (numba parallel sum and numpy sum over as many bytes
 as the estimator input); sampling tokens per second (kernel only and the full
@@ -75,17 +75,24 @@ ESTIMATORS = (
     "psis",
 )
 
-# kernel-level workloads: the (n, T) pass each estimator family makes, on validated arrays
+# kernel-level workloads: the (n, T) pass each estimator family makes, on validated arrays,
+# with the inputs each one reads (for bytes per second)
 KERNEL_CASES = {
-    "seq (log_weight)": lambda k, b: k.log_weight(b["log_ratio"]),
-    "tok (token_linear)": lambda k, b: k.token_linear(b["log_ratio"], b["mask"]),
-    "clip_prod (clipped_log_weight)": lambda k, b: k.clipped_log_weight(b["log_ratio"], b["mask"], math.log(2.0)),
-    "mask_tok (token_linear band)": lambda k, b: k.token_linear(
-        b["log_ratio"], b["mask"], log_lo=math.log(0.5), log_hi=math.log(2.0)
-    ),
-    "pdis (per_decision)": lambda k, b: k.per_decision(b["log_ratio"], b["rewards"]),
-    "wpdis (per_decision_columns)": lambda k, b: k.per_decision_columns(b["log_ratio"], b["rewards"]),
+    "seq (log_weight)": (lambda k, b: k.log_weight(b["log_ratio"]), ("log_ratio",)),
+    "tok (token_linear)": (lambda k, b: k.token_linear(b["log_ratio"], b["mask"]), ("log_ratio", "mask")),
+    "clip_prod (clipped_log_weight)": (
+        lambda k, b: k.clipped_log_weight(b["log_ratio"], b["mask"], math.log(2.0)), ("log_ratio", "mask")),
+    "mask_tok (token_linear band)": (
+        lambda k, b: k.token_linear(b["log_ratio"], b["mask"], log_lo=math.log(0.5), log_hi=math.log(2.0)),
+        ("log_ratio", "mask")),
+    "pdis (per_decision)": (lambda k, b: k.per_decision(b["log_ratio"], b["rewards"]), ("log_ratio", "rewards")),
+    "wpdis (per_decision_columns)": (
+        lambda k, b: k.per_decision_columns(b["log_ratio"], b["rewards"]), ("log_ratio", "rewards")),
 }
+
+# public calls: rewards per step as tokis.envs.sample returns them (all estimators), and
+# terminal rewards (n,) for the two headline estimators
+CALL_FORMS = (("per-step", "rewards", ESTIMATORS), ("terminal", "returns", ("seq", "tok")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,46 +346,61 @@ def _kernel_tables(backends) -> dict:
     return tables
 
 
+def _nbytes(data, keys) -> int:
+    return int(sum(data[k].nbytes for k in keys))
+
+
 def estimator_bench(backends, quick: bool, repeats: int):
+    """Kernel-level and public-call throughput; bytes per second against the read bandwidth.
+
+    Inputs look like ``tokis.envs.sample``'s: log-ratios of sd 0.1 with zeros at padding, a
+    mask, per-step rewards (n, T) with the terminal reward at the last real step. The
+    bandwidth fraction of a row is (bytes of the inputs it reads) / time / bandwidth, with
+    the bandwidth measured over as many bytes as one (n, T) float64 array.
+    """
     rng = np.random.default_rng(1)
     sizes = [(8192, 512)] if quick else [(4096, 256), (16384, 512)]
     public = _public_backends(backends)
     nbk._warm(parallel=True)
     tables = _kernel_tables(backends)
     kernel_rows, call_rows, peer_rows, bw_rows = [], [], [], []
+
+    def bandwidths(nbytes, which):
+        out = {b: read_bandwidth(nbytes, repeats=max(repeats, 7), backend=b) for b in which}
+        bw_rows.append({"n": n, "T": T, "bytes": nbytes, "numpy_GBps": float("nan"),
+                        **{f"{k}_GBps": v / 1e9 for k, v in out.items()}})
+        return out
+
+    def kernel_level(data, bw, which):
+        for case, (fn, reads) in KERNEL_CASES.items():
+            fns = {b: (lambda fn=fn, table=tables[b], d=_device_inputs(b, data): fn(table, d), _sync_for(b))
+                   for b in which}
+            nbytes = _nbytes(data, reads)
+            for b, r in timed(fns, repeats).items():
+                kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
+                                    "min_seconds": r["min"], "elements_per_s": n * T / r["median"],
+                                    "bytes": nbytes,
+                                    "bandwidth_fraction": nbytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
+
     for n, T in sizes:
         data = _estimator_inputs(rng, n, T)
-        elems = n * T
-        lr_bytes = data["log_ratio"].nbytes
-        bw = {"numba": read_bandwidth(lr_bytes, repeats=max(repeats, 7)),
-              "numpy": read_bandwidth(lr_bytes, repeats=max(repeats, 7), backend="numpy")}
-        if "cupy" in backends:
-            bw["cupy"] = read_bandwidth(lr_bytes, repeats=max(repeats, 7), backend="cupy")
-        bw_rows.append({"n": n, "T": T, "bytes": lr_bytes, **{f"{k}_GBps": v / 1e9 for k, v in bw.items()}})
-        # kernel level: validated float64 arrays in, per-row pieces out
-        for case, fn in KERNEL_CASES.items():
-            fns = {}
-            for b, table in tables.items():
-                d = _device_inputs(b, data)
-                fns[b] = (lambda fn=fn, table=table, d=d: fn(table, d), _sync_for(b))
-            res = timed(fns, repeats)
-            for b, r in res.items():
-                kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
-                                    "min_seconds": r["min"], "elements_per_s": elems / r["median"],
-                                    "bandwidth_fraction": lr_bytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
+        bw = bandwidths(data["log_ratio"].nbytes, ["numba", "numpy"] + (["cupy"] if "cupy" in backends else []))
+        kernel_level(data, bw, list(tables))
         # public functions end to end (validation + kernels + reductions)
-        for name in ESTIMATORS:
-            f = getattr(est, name)
-            fns = {}
-            for b in public:
-                d = _device_inputs(b, data)
-                fns[b] = (lambda f=f, d=d, b=b: f(d["log_ratio"], d["returns"], mask=d["mask"], backend=b),
-                          _sync_for(b))
-            res = timed(fns, repeats)
-            for b, r in res.items():
-                call_rows.append({"estimator": name, "backend": b, "n": n, "T": T, "seconds": r["median"],
-                                  "min_seconds": r["min"], "elements_per_s": elems / r["median"],
-                                  "bandwidth_fraction": lr_bytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
+        for form, key, names in CALL_FORMS:
+            nbytes = _nbytes(data, ("log_ratio", key, "mask"))
+            for name in names:
+                f = getattr(est, name)
+                fns = {}
+                for b in public:
+                    d = _device_inputs(b, data)
+                    fns[b] = (lambda f=f, d=d, b=b, key=key: f(d["log_ratio"], d[key], mask=d["mask"], backend=b),
+                              _sync_for(b))
+                for b, r in timed(fns, repeats).items():
+                    call_rows.append({"estimator": name, "rewards": form, "backend": b, "n": n, "T": T,
+                                      "seconds": r["median"], "min_seconds": r["min"],
+                                      "elements_per_s": n * T / r["median"], "bytes": nbytes,
+                                      "bandwidth_fraction": nbytes / r["median"] / bw["cupy" if b == "cupy" else "numba"]})
         # the peer's way: per trajectory, the product of probability ratios, in a Python loop
         pi_p = np.exp(data["log_ratio"] - 1.0)
         mu_p = np.full((n, T), math.exp(-1.0))
@@ -393,22 +415,11 @@ def estimator_bench(backends, quick: bool, repeats: int):
 
         pr = timed({"peer": (peer, _sync_for("numpy"))}, max(3, repeats // 2))["peer"]
         peer_rows.append({"n": n, "T": T, "seconds": pr["median"], "min_seconds": pr["min"],
-                          "elements_per_s": elems / pr["median"]})
+                          "elements_per_s": n * T / pr["median"]})
     if "cupy" in backends:  # a GPU needs more bytes than the CPU sizes to reach its bandwidth
         n, T = (1 << 16, 1024)
         data = _estimator_inputs(rng, n, T)
-        lr_bytes = data["log_ratio"].nbytes
-        bw = {"numba": read_bandwidth(lr_bytes, repeats=max(repeats, 7)),
-              "cupy": read_bandwidth(lr_bytes, repeats=max(repeats, 7), backend="cupy")}
-        bw_rows.append({"n": n, "T": T, "bytes": lr_bytes, "numpy_GBps": float("nan"),
-                        **{f"{k}_GBps": v / 1e9 for k, v in bw.items()}})
-        for case, fn in KERNEL_CASES.items():
-            fns = {b: (lambda fn=fn, table=tables[b], d=_device_inputs(b, data): fn(table, d), _sync_for(b))
-                   for b in ("numba", "cupy")}
-            for b, r in timed(fns, repeats).items():
-                kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
-                                    "min_seconds": r["min"], "elements_per_s": n * T / r["median"],
-                                    "bandwidth_fraction": lr_bytes / r["median"] / bw[b]})
+        kernel_level(data, bandwidths(data["log_ratio"].nbytes, ["numba", "cupy"]), ["numba", "cupy"])
     return kernel_rows, call_rows, peer_rows, bw_rows, public
 
 
@@ -467,19 +478,21 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
         add(f"numba {label} / numpy {label}, kernel (n={n}, T={T})", a["seconds"] / b["seconds"], 5.0,
             "the (n, T) pass on validated arrays")
         if "numba" in public:
-            a = _pick(call_rows, estimator=label, backend="numpy", n=n, T=T)
-            b = _pick(call_rows, estimator=label, backend="numba", n=n, T=T)
-            add(f"numba {label} / numpy {label}, public call (n={n}, T={T})", a["seconds"] / b["seconds"], 5.0,
-                "validation + kernel + reductions")
+            for form in ("per-step", "terminal"):
+                a = _pick(call_rows, estimator=label, backend="numpy", n=n, T=T, rewards=form)
+                b = _pick(call_rows, estimator=label, backend="numba", n=n, T=T, rewards=form)
+                add(f"numba {label} / numpy {label}, public call, {form} rewards (n={n}, T={T})",
+                    a["seconds"] / b["seconds"], 5.0, "validation + kernel + reductions")
     b = _pick(kernel_rows, case="seq (log_weight)", backend="numba", n=n, T=T)
     add(f"numba seq kernel bytes/s / read bandwidth (n={n}, T={T})", b["bandwidth_fraction"], 0.5,
         "within 2x of a plain parallel sum over the same bytes")
     if "numba" in public:
-        c = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T)
-        add(f"numba seq public call bytes/s / read bandwidth (n={n}, T={T})", c["bandwidth_fraction"], 0.5,
-            "log-ratio bytes over the whole call")
+        for form in ("per-step", "terminal"):
+            c = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T, rewards=form)
+            add(f"numba seq public call bytes/s / read bandwidth, {form} rewards (n={n}, T={T})",
+                c["bandwidth_fraction"], 0.5, "input bytes (log-ratios, rewards, mask) over the whole call")
     p = _pick(peer_rows, n=n, T=T)
-    best = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T) or b
+    best = _pick(call_rows, estimator="seq", backend="numba", n=n, T=T, rewards="terminal") or b
     add(f"peer per-trajectory product / numba seq (n={n}, T={T})", p["seconds"] / best["seconds"], 1.0,
         "Python loop of np.prod(pi/mu) per row, as OPE libraries do")
     cu = [r for r in sampling if r["backend"] == "cupy"]
@@ -531,10 +544,11 @@ def report(res):
           "(thread wake-up latency).")
     print_table("Numba compile time (excluded from every timing)", ["kernel", "compile"],
                 [[r["kernel"], f"{r['compile_s']:.2f} s"] for r in res["compile"]])
-    print_table("Memory-read bandwidth (sum over the estimator input's bytes)", ["n x T", "bytes", "numba", "numpy"]
-                + (["cupy"] if "cupy_GBps" in res["bandwidth"][0] else []),
-                [[f"{r['n']}x{r['T']}", _fmt(r["bytes"], "B"), f"{r['numba_GBps']:.1f} GB/s", f"{r['numpy_GBps']:.1f} GB/s"]
-                 + ([f"{r['cupy_GBps']:.1f} GB/s"] if "cupy_GBps" in r else []) for r in res["bandwidth"]])
+    gb = lambda r, k: f"{r[k]:.1f} GB/s" if r.get(k, math.nan) == r.get(k, math.nan) else "-"  # noqa: E731
+    print_table("Memory-read bandwidth (a plain sum over as many bytes as one (n, T) float64 array)",
+                ["n x T", "bytes", "numba", "numpy"] + (["cupy"] if "cupy_GBps" in res["bandwidth"][0] else []),
+                [[f"{r['n']}x{r['T']}", _fmt(r["bytes"], "B"), gb(r, "numba_GBps"), gb(r, "numpy_GBps")]
+                 + ([gb(r, "cupy_GBps")] if "cupy_GBps" in res["bandwidth"][0] else []) for r in res["bandwidth"]])
     print_table("Sampling (tokens per second)", ["case", "level", "backend", "median (min) time", "tokens/s"],
                 [[r["case"], r["level"], r["backend"], _ms(r), _fmt(r["tokens_per_s"])]
                  for r in res["sampling"]])
@@ -543,8 +557,8 @@ def report(res):
                 [[r["case"], f"{r['n']}x{r['T']}", r["backend"], _ms(r),
                   _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["kernels"]])
     print_table("Public estimators end to end (elements per second)",
-                ["estimator", "n x T", "backend", "median (min) time", "elements/s", "of bandwidth"],
-                [[r["estimator"], f"{r['n']}x{r['T']}", r["backend"], _ms(r),
+                ["estimator", "rewards", "n x T", "backend", "median (min) time", "elements/s", "of bandwidth"],
+                [[r["estimator"], r["rewards"], f"{r['n']}x{r['T']}", r["backend"], _ms(r),
                   _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["calls"]])
     print_table("Peer: per-trajectory np.prod(pi/mu) * G in a Python loop",
                 ["n x T", "median (min) time", "elements/s"],
@@ -552,16 +566,17 @@ def report(res):
     print_table("Exact DP (numba kernels)", ["function", "T", "S", "V", "median (min) time", "T*S*V cells/s"],
                 [[r["function"], r["T"], r["S"], r["V"], _ms(r), _fmt(r["cells_per_s"])]
                  for r in res["exact"]])
-    print_table("Targets (ratios measured in this run)", ["target", "value", "goal", "met"],
-                [[t["target"], f"{t['value']:.2f}", f">= {t['goal']:g}", "yes" if t["met"] else "NO"]
-                 for t in res["targets"]])
+    print_table("Targets (ratios measured in this run)", ["target", "value", "goal", "met", "note"],
+                [[t["target"], f"{t['value']:.2f}", f">= {t['goal']:g}",
+                  "yes" if t["met"] else f"NO (short by {t['goal'] / t['value']:.2f}x)" if t["value"] > 0 else "NO",
+                  t["note"]] for t in res["targets"]])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about 20 s)")
     ap.add_argument("--json", metavar="PATH", help="write every figure as JSON to PATH")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median; default 5)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median; default 7)")
     ap.add_argument("--backend", choices=("cpu", "cupy", "all"), default="all",
                     help="cpu: numpy and numba; cupy: also the GPU (error without one); all: GPU when present")
     args = ap.parse_args(argv)
