@@ -33,8 +33,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 # Keep the OpenMP worker threads spinning between parallel calls (as MKL and most OpenMP
 # runtimes do for a while by default). Otherwise every numba call that follows a few ms of
 # numpy work pays the wake-up of a sleeping worker, which on a virtual machine can take
@@ -43,7 +41,10 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "active")
 # numpy's BLAS (used by np.dot in the estimators' O(n) reductions) gets one thread: on a small
 # machine its thread pool otherwise fights numba's for the cores and adds ms to both backends.
+# Must be set before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))  # run from a checkout without installing
@@ -141,13 +142,16 @@ def timed(fns: dict, repeats: int) -> dict:
 
 
 def machine_info(backends) -> dict:
+    # read /proc/cpuinfo rather than run lscpu: a fork before the timings was measured to
+    # slow this process's later numba calls by 15-40% on this kind of virtual machine
     cpu = platform.processor() or platform.machine()
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
         pass
     parallel_sum(np.ones(8))  # start the thread pool so the threading layer is known
     wake = []
@@ -200,40 +204,55 @@ def available_backends(requested: str) -> list:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fresh_compile_seconds(dispatcher, *args) -> float:
-    """Seconds to compile ``dispatcher``'s Python function anew (no on-disk cache) for ``args``."""
-    opts = dict(dispatcher.targetoptions)
-    for key in ("cache", "nopython"):
-        opts.pop(key, None)
-    fresh = numba.njit(**opts)(dispatcher.py_func)
+_COMPILE_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from tokis._backends import _numba_estimators as nbk, _numba_prepare as nbp, _numba_sample as nbs
+
+x = np.zeros((4, 8)); m = np.ones((4, 8), dtype=bool); e = np.empty(4); k = np.empty(4, dtype=np.int64)
+tok = np.empty((4, 8), dtype=np.int64)
+s = (np.ones((1, 2, 3)), np.ones(2), np.zeros((2, 3), dtype=np.int64), np.int64(-1), np.uint64(1), tok, tok.copy())
+cases = [
+    ("sampler (rows)", nbs._sample_rows, s + (0, 4)),
+    ("sampler (parallel driver)", nbs._sample_par, s),
+    ("log_weight (rows)", nbk._row_sum_rows, (x, e, 0, 4)),
+    ("log_weight (parallel driver)", nbk._row_sum_par, (x, e, 2)),
+    ("validation sweep (rows)", nbp._check_rows,
+     (x, m, True, x, True, x, e, k, np.empty(4, dtype=np.int8), np.empty(4, dtype=np.int8), 0, 4)),
+]
+if sys.argv[1] == "0":
+    cases += [
+        ("token_linear (rows)", nbk._token_linear_rows, (x, m, 1.0, -1.0, 1.0, True, e, e.copy(), k, 0, 4)),
+        ("per_decision (rows)", nbk._per_decision_rows, (x, x, e, e.copy(), 0, 4)),
+        ("per_decision_columns (rows)", nbk._prefix_max_rows, (x, x.copy(), np.empty(8), 0, 4)),
+    ]
+out = []
+for name, f, args in cases:
     t0 = time.perf_counter()
-    fresh.compile(tuple(numba.typeof(a) for a in args))
-    return time.perf_counter() - t0
+    f(*args)
+    out.append({"kernel": name, "compile_s": time.perf_counter() - t0})
+print(json.dumps(out))
+"""
 
 
 def compile_times(quick: bool) -> list:
-    x = np.zeros((4, 8))
-    m = np.ones((4, 8), dtype=bool)
-    cdf = np.ones((1, 2, 3))
-    tok = np.empty((4, 8), dtype=np.int64)
-    sargs = (cdf, np.ones(2), np.zeros((2, 3), dtype=np.int64), np.int64(-1), np.uint64(1), tok, tok.copy())
-    cases = [
-        ("sampler (rows)", _numba_sample._sample_rows, sargs + (0, 4)),
-        ("sampler (parallel driver)", _numba_sample._sample_par, sargs),
-        ("log_weight (rows)", nbk._row_sum_rows, (x, np.empty(4), 0, 4)),
-        ("log_weight (parallel driver)", nbk._row_sum_par, (x, np.empty(4), 2)),
-    ]
-    if not quick:
-        b, h, k = np.empty(4), np.empty(4), np.empty(4, dtype=np.int64)
-        cases += [
-            ("token_linear (rows)", nbk._token_linear_rows, (x, m, 1.0, -1.0, 1.0, True, b, h, k, 0, 4)),
-            ("per_decision (rows)", nbk._per_decision_rows, (x, x, b, h, 0, 4)),
-            ("per_decision_columns (rows)", nbk._prefix_max_rows, (x, x.copy(), np.empty(8), 0, 4)),
-        ]
-    rows = []
-    for name, disp, args in cases:
-        rows.append({"kernel": name, "compile_s": _fresh_compile_seconds(disp, *args)})
-    return rows
+    """First-call (compile) seconds of the main kernels, in a fresh process with an empty cache.
+
+    A separate process keeps the compiler's memory churn out of this process's timings, and
+    an empty ``NUMBA_CACHE_DIR`` makes every first call a real compilation.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        res = subprocess.run(
+            [sys.executable, "-c", _COMPILE_SCRIPT, "1" if quick else "0", os.path.join(HERE, "..", "src")],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+    if res.returncode != 0:
+        raise RuntimeError(f"compile-time probe failed:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,11 +604,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     backends = available_backends(args.backend)
     res = {"quick": args.quick, "repeats": args.repeats, "machine": machine_info(backends)}
-    res["compile"] = compile_times(args.quick)
     res["sampling"] = sampling_bench(backends, args.quick, args.repeats)
     kernels, calls, peer, bw, public = estimator_bench(backends, args.quick, args.repeats)
     res.update(kernels=kernels, calls=calls, peer=peer, bandwidth=bw, public_backends=public)
     res["exact"] = exact_bench(args.quick, args.repeats)
+    res["compile"] = compile_times(args.quick)  # last: a subprocess, after every timing
     res["targets"] = targets(res["sampling"], kernels, calls, peer, bw, res["exact"], public)
     res["wall_s"] = time.perf_counter() - t0
     report(res)
