@@ -71,7 +71,14 @@ def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pr
             if j < m:
                 keys[j] = row_key(key, i0 + j)
                 ctx[j] = search_sorted_right(start_cdf, 0, S, uniform_at(keys[j], T))
+        n_alive = m
         for t in range(T):
+            if n_alive == 0:  # every row of the block ended (eos): pad the rest
+                for j in range(m):
+                    for s in range(t, T):
+                        tokens[i0 + j, s] = -1
+                        contexts[i0 + j, s] = -1
+                break
             base_t = (t if tp > 1 else 0) * S
             for j in range(_BLOCK):
                 u[j] = uniform_at(keys[j], t)
@@ -91,6 +98,7 @@ def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pr
                     ctx[j] = nflat[c * V + a]
                     if a == eos:
                         alive[j] = False
+                        n_alive -= 1
                 else:
                     tokens[i0 + j, t] = -1
                     contexts[i0 + j, t] = -1
