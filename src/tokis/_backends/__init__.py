@@ -1,10 +1,16 @@
 """Compiled backends: numba kernels for the CPU, CuPy (CUDA) kernels for a GPU.
 
-Sampling: :mod:`._numba_sample`, :mod:`._cupy_sample` (routed by ``tokis.envs.sample``).
+Sampling: :mod:`._numba_sample`, :mod:`._cupy_sample` (routed by ``tokis.envs.sample``;
+``backend="auto"`` is numba). Every backend draws the numpy reference's tokens bit for bit.
+
 Estimators: kernel tables with the names and contracts of ``tokis.estimators._weights``,
 :mod:`._numba_estimators` and :mod:`._cupy_estimators`, registered by
-:func:`estimator_kernel_tables`. :mod:`._bandwidth` measures the read bandwidth that the
-benchmarks compare estimator throughput with.
+:func:`estimator_kernel_tables` (``backend="auto"`` is numba), plus the one-pass numba
+validation :mod:`._numba_prepare`. Only the (n, T) passes are compiled: the O(n) reductions,
+PSIS smoothing (after the log-weights) and ``diagnose`` stay numpy.
+
+:mod:`._bandwidth` measures the read bandwidth that the benchmarks compare estimator
+throughput with.
 """
 
 from __future__ import annotations
