@@ -47,7 +47,7 @@ def require_cupy(name: str = "backend"):
 def cuda_module(source: str):
     """Compile ``source`` once per process (CuPy also caches the binary on disk)."""
     cupy = require_cupy()
-    return cupy.RawModule(code=source, options=("--std=c++14",))
+    return cupy.RawModule(code=source)
 
 
 def is_cupy_array(x) -> bool:
