@@ -219,10 +219,15 @@ cases = [
     ("log_weight (rows)", nbk._row_sum_rows, (x, e, 0, 4)),
     ("log_weight (parallel driver)", nbk._row_sum_par, (x, e, 2)),
     ("validation sweep (rows)", nbp._check_rows,
-     (x, m, True, x, True, x, e, k, np.empty(4, dtype=np.int8), np.empty(4, dtype=np.int8), 0, 4)),
+     (x, m, True, x, True, k.copy(), e, k, np.empty(4, dtype=np.int8), np.empty(4, dtype=np.int8), 0, 4)),
 ]
 if sys.argv[1] == "0":
+    pad = np.full((4, 8), -1, dtype=np.int64)
     cases += [
+        ("sample() assembly (rows)", nbs._assemble_rows,
+         (pad, pad.copy(), np.ones((1, 2, 3)), np.ones((1, 2, 3)), True, np.ones((2, 3)), np.ones(2),
+          np.zeros((2, 3), dtype=np.int64), False, np.uint64(1), m.copy(), x.copy(), x.copy(), x.copy(), x.copy(),
+          k.copy(), k.copy(), e.copy(), 0, 4)),
         ("token_linear (rows)", nbk._token_linear_rows, (x, m, 1.0, -1.0, 1.0, True, e, e.copy(), k, 0, 4)),
         ("per_decision (rows)", nbk._per_decision_rows, (x, x, e, e.copy(), 0, 4)),
         ("per_decision_columns (rows)", nbk._prefix_max_rows, (x, x.copy(), np.empty(8), 0, 4)),
@@ -308,7 +313,9 @@ def sampling_bench(backends, quick: bool, repeats: int) -> list:
             rows.append({"case": label, "level": "kernel", "backend": b, "n": n, "T": T, "V": V, "S": S,
                          "tokens": tokens, "seconds": r["median"], "min_seconds": r["min"],
                          "tokens_per_s": tokens / r["median"]})
-        if case is cases[0]:  # the whole public call once: tables + kernel + log-probs and rewards
+        if case is cases[0] or case.get("eos") is not None:
+            # the whole public call: tables, then tokens, log-probs, rewards, lengths (numba: one
+            # fused parallel pass; numpy: the token sampler, then _assemble's gathers)
             whole = timed({b: (lambda b=b: sample(mdp, mu, n, target=pi, seed=1, backend=b), _sync_for(b))
                            for b in ("numpy", "numba")}, repeats)
             for b, r in whole.items():
@@ -489,6 +496,11 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
     s_nb = _pick(sampling, case=first, level="kernel", backend="numba")
     add(f"numba sampling / numpy sampling ({first})", s_np["seconds"] / s_nb["seconds"], 10.0,
         "token kernels, same tokens")
+    for case in dict.fromkeys(r["case"] for r in sampling if r["level"] == "sample()"):
+        a = _pick(sampling, case=case, level="sample()", backend="numpy")
+        b = _pick(sampling, case=case, level="sample()", backend="numba")
+        add(f"numba sample() / numpy sample(), end to end ({case})", a["seconds"] / b["seconds"], 10.0,
+            "every Rollouts field, bit for bit the same")
     n, T = max(((r["n"], r["T"]) for r in call_rows or kernel_rows if r["backend"] == "numpy"),
                key=lambda s: s[0] * s[1])
     for case, label in (("seq (log_weight)", "seq"), ("tok (token_linear)", "tok")):

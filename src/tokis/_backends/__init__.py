@@ -1,13 +1,16 @@
 """Compiled backends: numba kernels for the CPU, CuPy (CUDA) kernels for a GPU.
 
 Sampling: :mod:`._numba_sample`, :mod:`._cupy_sample` (routed by ``tokis.envs.sample``;
-``backend="auto"`` is numba). Every backend draws the numpy reference's tokens bit for bit.
+``backend="auto"`` is numba, which also assembles every Rollouts field in the same parallel
+pass). Every backend draws the numpy reference's tokens bit for bit.
 
 Estimators: kernel tables with the names and contracts of ``tokis.estimators._weights``,
 :mod:`._numba_estimators` and :mod:`._cupy_estimators`, registered by
-:func:`estimator_kernel_tables` (``backend="auto"`` is numba), plus the one-pass numba
-validation :mod:`._numba_prepare`. Only the (n, T) passes are compiled: the O(n) reductions,
-PSIS smoothing (after the log-weights) and ``diagnose`` stay numpy.
+:func:`estimator_kernel_tables` (``backend="auto"`` is cupy for cupy input, numba
+otherwise), plus the one-pass numba validation :mod:`._numba_prepare`. Only the (n, T)
+passes are compiled: validation of cupy input, the O(n) reductions and ``diagnose`` run in
+the input's array namespace (numpy, or cupy on the device), and PSIS smoothing sorts the n
+log-weights with numpy.
 
 :mod:`._bandwidth` measures the read bandwidth that the benchmarks compare estimator
 throughput with.

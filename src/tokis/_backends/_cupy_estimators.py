@@ -5,16 +5,18 @@ Same names, arguments and results as the numpy kernels (validated float64 ``log_
 by one warp: lane ``j`` takes steps ``j, j + 32, ...`` (coalesced loads), the warp combines
 its lanes with shuffles (sums, maxima, and a warp-wide inclusive scan for prefix
 log-weights), and lane 0 writes the row's pieces; a second sweep over the row (the sum of
-max-shifted exponentials) hits the cache. Results stay on the device for cupy input; numpy
-input (what :func:`tokis.estimators._input.prepare` hands over today) is copied to the
-device and the results copied back.
+max-shifted exponentials) hits the cache. Results stay on the device for cupy input (what
+:func:`tokis.estimators._input.prepare` hands over for cupy input with ``backend="cupy"`` or
+``"auto"``, after validating it on the device); numpy input (``backend="cupy"`` with numpy
+arrays) is copied to the device and the results copied back.
 
 Agreement with numpy is to rounding, not bit for bit: the lanes add in another order and
 prefix sums are warp scans rather than sequential ``cumsum``s, and the GPU's ``exp`` may
 differ from the host's in the last bit.
 
 The kernels run through an :class:`Engine` (array module + launcher); the tests swap in one
-that runs the same CUDA source on the CPU (``tests/backends/_cuda_emulation.py``), so the
+that runs the same CUDA source on the CPU (``tests/backends/_cuda_emulation.py``; with
+``tests/backends/_fake_cupy.py`` standing in for CuPy, the whole cupy-input path), so the
 source is exercised without a GPU.
 """
 

@@ -3,13 +3,17 @@
 :func:`prepare_numba` returns the same :class:`tokis.estimators._input.Batch` as
 :func:`tokis.estimators._input.prepare` (the reference), but reads each (n, T) input once:
 one parallel sweep per row checks for NaN/+inf at real tokens and non-finite rewards,
-counts the row's tokens, finds its last real step, places a terminal reward there, sums the
-returns, and notes whether any masked entry is non-zero. Only then, and only if needed
-(float32 input, or non-zero padding), is a zero-padded float64 copy written; input that is
-already float64 with zeros at padding (as ``tokis.envs.sample`` produces) is used as it is. Anything unusual -- another array library, another dtype, a non-contiguous or
-mis-shaped array, or a bad value found by the sweep -- is handed to the reference, which
-raises its precise error or converts the input; so the two agree on every input, errors
-included. Per-step returns are summed sequentially (numpy sums pairwise): equal to rounding.
+counts the row's tokens, finds its last real step (where a terminal reward is received),
+sums the returns, and notes whether any masked entry is non-zero. Only then, and only if
+needed (float32 input, or non-zero padding), is a zero-padded float64 copy written; input
+that is already float64 with zeros at padding (as ``tokis.envs.sample`` produces) is used as
+it is. Terminal-only rewards never become an (n, T) array here: the Batch carries them as
+``returns`` (n,) with the last steps (n,) and builds the per-step array only if an
+estimator reads ``Batch.rewards``. Anything unusual -- another array library, another
+dtype, a non-contiguous or mis-shaped array, or a bad value found by the sweep -- is handed
+to the reference, which raises its precise error or converts the input; so the two agree on
+every input, errors included. Per-step returns are summed sequentially (numpy sums
+pairwise): equal to rounding.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 @numba.njit(cache=True, fastmath={"reassoc"})
-def _check_rows(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, lo, hi):  # pragma: no cover
+def _check_rows(lr, mask, has_mask, rew, per_step, last_step, returns, lengths, bad, dirty, lo, hi):  # pragma: no cover
     # Reads each row once. bad[i]: 1 = NaN/+inf log-ratio at a real token, 2 = non-finite
     # reward (a real step's, or the terminal one). dirty[i]: bit 1 = a masked log-ratio is
     # not 0, bit 2 = a masked per-step reward is not 0 (then a zero-padded copy is needed).
-    # Terminal rewards go into ``steps`` (zeros from numpy) at the last real step. The loops
+    # last_step[i]: the last real step (0 for an empty row, as the reference). The loops
     # accumulate integer flags and maxima (no branches), so they vectorise.
     T = lr.shape[1]
     for i in range(lo, hi):
@@ -66,7 +70,7 @@ def _check_rows(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad,
         else:
             total = np.float64(rew[i, 0])
             bad_rew = np.int64(not np.isfinite(total))
-            steps[i, last] = total  # last real step; column 0 for an empty row (as the reference)
+        last_step[i] = last
         lengths[i] = L
         returns[i] = total
         bad[i] = 1 if bad_lr else (2 if bad_rew else 0)
@@ -83,11 +87,11 @@ def _copy_rows(x, mask, out, lo, hi):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, parallel=True)
-def _check_par(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, nchunks):  # pragma: no cover
+def _check_par(lr, mask, has_mask, rew, per_step, last_step, returns, lengths, bad, dirty, nchunks):  # pragma: no cover
     n = lr.shape[0]
     rows = (n + nchunks - 1) // nchunks
     for ch in numba.prange(nchunks):
-        _check_rows(lr, mask, has_mask, rew, per_step, steps, returns, lengths, bad, dirty, ch * rows,
+        _check_rows(lr, mask, has_mask, rew, per_step, last_step, returns, lengths, bad, dirty, ch * rows,
                     min(n, (ch + 1) * rows))
 
 
@@ -149,10 +153,10 @@ def prepare_numba(log_ratio, rewards, mask=None):
     lengths = np.empty(n, dtype=np.int64)
     bad = np.empty(n, dtype=np.int8)
     dirty = np.empty(n, dtype=np.int8)
-    steps = np.empty((1, 1)) if per_step else np.zeros((n, T))  # zeros: pages are zeroed lazily
+    last_step = np.empty(n, dtype=np.int64)
     mask_arg = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
     rew_arg = rewards if per_step else rewards.reshape(n, 1)
-    args = (log_ratio, mask_arg, has_mask, rew_arg, per_step, steps, returns, lengths, bad, dirty)
+    args = (log_ratio, mask_arg, has_mask, rew_arg, per_step, last_step, returns, lengths, bad, dirty)
     k = _chunks(n, T)
     if k == 1:
         _check_rows(*args, 0, n)
@@ -165,6 +169,7 @@ def prepare_numba(log_ratio, rewards, mask=None):
     # Rollouts are); otherwise a zero-padded float64 copy, as the reference makes
     dirt = np.bitwise_or.reduce(dirty) if n else 0
     lr = log_ratio if (log_ratio.dtype == np.float64 and not dirt & 1) else _cleaned(log_ratio, m, k)
-    if per_step:
-        steps = rewards if (rewards.dtype == np.float64 and not dirt & 2) else _cleaned(rewards, m, k)
-    return Batch(lr, steps, returns, m, lengths, not per_step, "numpy", np)
+    if not per_step:
+        return Batch(lr, returns, m, lengths, True, "numpy", np, last_step=last_step)
+    steps = rewards if (rewards.dtype == np.float64 and not dirt & 2) else _cleaned(rewards, m, k)
+    return Batch(lr, returns, m, lengths, False, "numpy", np, step_rewards=steps)

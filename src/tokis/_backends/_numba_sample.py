@@ -8,6 +8,14 @@ thread); each thread advances a block of 16 rows in lockstep (one binary-search 
 all of them, then the next), so the comparisons vectorise and the latency chains of
 different rows overlap.
 See :mod:`tokis._backends._tables` for why the binary search draws the reference's token.
+
+:func:`rollouts_numba` is the whole of ``tokis.envs.sample`` for the numba backend: each
+parallel work item samples its rows and then, while they are still in cache, assembles
+them -- the mask, the log-probabilities of the sampled tokens under the behaviour and the
+target policy, their difference, the step rewards with the (observed, possibly Bernoulli)
+terminal reward added at the last real step, the lengths and the final contexts. Every
+field equals ``tokis.envs._sample._assemble`` (the numpy reference) bit for bit: the same
+gathers, the same single subtraction and addition per entry, the same uniforms.
 """
 
 from __future__ import annotations
@@ -15,11 +23,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..envs._rng import STREAM_TOKEN, run_key
+from ..envs._rng import STREAM_REWARD, STREAM_TOKEN, run_key
 from ._numba_rng import row_key, uniform_at
 from ._tables import eos_index, start_table, step_tables
 
-__all__ = ["sample_numba", "search_sorted_right"]
+__all__ = ["sample_numba", "rollouts_numba", "search_sorted_right"]
 
 
 @numba.njit(cache=True, inline="always")
@@ -141,3 +149,140 @@ def sample_numba(mdp, cdf: np.ndarray, n: int, seed: int):
     else:
         _sample_par(*args)
     return tokens, contexts
+
+
+@numba.njit(cache=True)
+def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_key,
+                   mask, lpb, lpt, lr, rew, lengths, final, last_reward, lo, hi):  # pragma: no cover - compiled
+    # The numpy reference's _assemble for rows [lo, hi): lp tables (Tp, S, V) with Tp in
+    # {1, T'} (time-dependent policies index step t); step_tab (S, V); term_tab (S,).
+    # last_reward[i] = rew[i, last] (the row's return when every step reward is +0).
+    T = tokens.shape[1]
+    tb = lpb_tab.shape[0] > 1
+    tt = lpt_tab.shape[0] > 1
+    for i in range(lo, hi):
+        L = 0
+        for t in range(T):
+            a = tokens[i, t]
+            if a >= 0:
+                c = contexts[i, t]
+                b = lpb_tab[t if tb else 0, c, a]
+                mask[i, t] = True
+                lpb[i, t] = b
+                if has_target:
+                    p = lpt_tab[t if tt else 0, c, a]
+                    lpt[i, t] = p
+                    lr[i, t] = p - b
+                rew[i, t] = step_tab[c, a]
+                L += 1
+            else:
+                mask[i, t] = False
+                lpb[i, t] = 0.0
+                if has_target:
+                    lpt[i, t] = 0.0
+                    lr[i, t] = 0.0
+                rew[i, t] = 0.0
+        lengths[i] = L
+        # the reference reads column L - 1 (-1, the last column, for an empty row) with the
+        # padding's context and token taken as 0
+        last = L - 1 if L > 0 else T - 1
+        c = contexts[i, last] if L > 0 else 0
+        a = tokens[i, last] if L > 0 else 0
+        f = nxt[c, a]
+        final[i] = f
+        term = term_tab[f]
+        if noisy:
+            term = 1.0 if uniform_at(row_key(reward_key, i), 0) < term else 0.0
+        rew[i, last] += term
+        last_reward[i] = rew[i, last]
+
+
+@numba.njit(cache=True, parallel=True)
+def _rollouts_par(cdf, start_cdf, nxt, eos, key, tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab,
+                  noisy, reward_key, mask, lpb, lpt, lr, rew, lengths, final, last_reward):  # pragma: no cover
+    n = tokens.shape[0]
+    nitems = (n + _CHUNK_ROWS - 1) // _CHUNK_ROWS
+    for item in numba.prange(nitems):
+        lo = item * _CHUNK_ROWS
+        hi = min(n, lo + _CHUNK_ROWS)
+        _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi)
+        # the rows just sampled are still in this core's cache
+        _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_key,
+                       mask, lpb, lpt, lr, rew, lengths, final, last_reward, lo, hi)
+
+
+def _log_prob_table(policy) -> np.ndarray:
+    lp = np.asarray(policy.log_probs, dtype=np.float64)
+    return np.ascontiguousarray(lp if lp.ndim == 3 else lp[None])
+
+
+#: dtype of ``mask.sum(axis=1)``, the reference's lengths
+_LENGTH_DTYPE = np.zeros((1, 1), dtype=bool).sum(axis=1).dtype
+
+
+def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed: int) -> dict:
+    """Sample and assemble rollouts in one parallel numba pass (``tokis.envs.sample``'s fields).
+
+    Parameters
+    ----------
+    mdp : TokenMDP
+    behavior : Policy
+        The sampling policy mu (its tables ``cdf``).
+    target : Policy or None
+    cdf : float64 (S, V) or (T', S, V)
+        ``tokis.envs._sample.sampling_tables(behavior)``.
+    n : int
+    seed : int
+        Validated seed in ``[0, 2**64)``.
+
+    Returns
+    -------
+    dict
+        The keyword arguments of ``tokis.envs.Rollouts``: tokens, mask, contexts,
+        logp_behavior, logp_target, rewards, returns, log_ratio, lengths, final_contexts;
+        each equal to the numpy reference's (``_sample_numpy`` then ``_assemble``) bit for
+        bit. ``returns`` is ``rewards.sum(axis=1)`` computed by numpy when the MDP has
+        non-zero step rewards (so the summation order is numpy's); otherwise every row holds
+        one non-zero reward and the return is that entry, taken from the kernel.
+    """
+    T = int(mdp.horizon)
+    nxt = np.ascontiguousarray(mdp.next_context, dtype=np.int64)
+    tokens = np.empty((n, T), dtype=np.int64)
+    contexts = np.empty((n, T), dtype=np.int64)
+    mask = np.empty((n, T), dtype=np.bool_)
+    lpb = np.empty((n, T))
+    rew = np.empty((n, T))
+    has_target = target is not None
+    lpt = np.empty((n, T)) if has_target else np.empty((1, 1))
+    lr = np.empty((n, T)) if has_target else np.empty((1, 1))
+    lengths = np.empty(n, dtype=_LENGTH_DTYPE)
+    final = np.empty(n, dtype=np.int64)
+    last_reward = np.empty(n)
+    lpb_tab = _log_prob_table(behavior)
+    lpt_tab = _log_prob_table(target) if has_target else lpb_tab
+    step_tab = np.ascontiguousarray(mdp.step_reward, dtype=np.float64)
+    term_tab = np.ascontiguousarray(mdp.terminal_reward, dtype=np.float64)
+    noisy = mdp.reward_noise == "bernoulli"
+    reward_key = run_key(seed, STREAM_REWARD)
+    sample_args = (step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)),
+                   run_key(seed, STREAM_TOKEN), tokens, contexts)
+    tables = (lpb_tab, lpt_tab, has_target, step_tab, term_tab)
+    outputs = (mask, lpb, lpt, lr, rew, lengths, final, last_reward)
+    if n * T < PARALLEL_MIN_TOKENS or numba.get_num_threads() < 2:
+        _sample_rows(*sample_args, 0, n)
+        _assemble_rows(tokens, contexts, *tables, nxt, noisy, reward_key, *outputs, 0, n)
+    else:
+        _rollouts_par(*sample_args, *tables, noisy, reward_key, *outputs)
+    zero_steps = not (np.any(step_tab) or np.signbit(step_tab).any())
+    return dict(
+        tokens=tokens,
+        mask=mask,
+        contexts=contexts,
+        logp_behavior=lpb,
+        logp_target=lpt if has_target else None,
+        rewards=rew,
+        returns=last_reward if zero_steps else rew.sum(axis=1),
+        log_ratio=lr if has_target else None,
+        lengths=lengths,
+        final_contexts=final.astype(mdp.next_context.dtype, copy=False),
+    )

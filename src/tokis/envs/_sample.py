@@ -182,11 +182,18 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
     seed : int
         Seed in ``[0, 2**64)``.
     backend : {"auto", "numpy", "numba", "cupy"}
-        Implementation; all give identical tokens.
+        Implementation; all give identical rollouts, field for field and bit for bit.
+        ``"numpy"`` is the vectorised reference. ``"numba"`` (and ``"auto"``: the arrays
+        live on the CPU) samples and assembles every field in one parallel pass.
+        ``"cupy"`` samples the tokens and contexts on the GPU (one thread per sequence),
+        copies those two (n, T) arrays to the host once, and assembles the rest with the
+        numpy reference: it returns numpy Rollouts, like the other backends (raises
+        ValueError without CuPy or a CUDA device).
 
     Returns
     -------
     Rollouts
+        numpy arrays, whatever the backend.
     """
     if not isinstance(mdp, TokenMDP):
         raise TypeError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
@@ -199,6 +206,10 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
     seed = check_seed(seed)
     backend = _validate_backend(backend)
     cdf = sampling_tables(behavior)
+    if backend in ("auto", "numba"):  # tokens and every other field in one parallel pass
+        from .._backends._numba_sample import rollouts_numba
+
+        return Rollouts(**rollouts_numba(mdp, behavior, target, cdf, n, seed))
     tokens, contexts = _dispatch(backend)(mdp, cdf, n, seed)
     return _assemble(mdp, behavior, target, tokens, contexts, seed)
 

@@ -15,8 +15,9 @@ Conventions
   stored divided by ``exp(Estimate.log_scale)``.
 - The array library is chosen once at the boundary (array-api-compat): numpy in, numpy
   out; cupy in, cupy out; torch tensors are converted and give numpy.
-- ``backend="auto"`` is numpy; kernels live in ``_weights.KERNELS`` so a compiled backend
-  replaces the (n, T) passes only.
+- ``backend="auto"`` is cupy for cupy input (validated, computed and returned on the
+  device; only scalars come to the host) and numba otherwise; kernels live in
+  ``_weights.KERNELS`` so a compiled backend replaces the (n, T) passes only.
 """
 
 from ._diagnose import Diagnostics, diagnose

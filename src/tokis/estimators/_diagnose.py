@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._input import check_band, check_c, prepare_log_ratio
+from .._backends._cupy import to_host
+from ._input import check_band, check_c, input_library, prepare_log_ratio
 from ._psis import psis_smooth
 from ._reduce import kish
 
@@ -60,15 +61,16 @@ class Diagnostics:
         return asdict(self)
 
 
-def _logmeanexp(x: np.ndarray) -> float:
-    """``log mean exp(x)`` with max-shifting (``-inf`` for all ``-inf``, ``nan`` if empty)."""
-    if x.size == 0:
+def _logmeanexp(xp, x, count: int) -> float:
+    """``log(sum exp(x) / count)`` with max-shifting: ``-inf`` entries are left out of the sum
+    (``-inf`` when every entry is, ``nan`` for ``count = 0``)."""
+    if count == 0:
         return math.nan
-    finite = np.isfinite(x)
-    if not finite.any():
+    finite = xp.isfinite(x)
+    if not bool(finite.any()):
         return -math.inf
-    top = float(x[finite].max())
-    return top + math.log(float(np.exp(x - top).mean()))
+    top = float(xp.where(finite, x, -xp.inf).max())
+    return top + math.log(float(xp.exp(x - top).sum()) / count)
 
 
 def _expm1(x: float) -> float:
@@ -80,8 +82,14 @@ def _expm1(x: float) -> float:
         return math.inf
 
 
-def _mean(x: np.ndarray) -> float:
-    return float(x.mean()) if x.size else math.nan
+def _masked_mean(xp, x, mask, count: int) -> float:
+    """Mean of ``x`` over the true entries of ``mask`` (``nan`` when there is none)."""
+    return float(xp.where(mask, x, 0.0).sum()) / count if count else math.nan
+
+
+def _count_share(flags, count: int) -> float:
+    """Number of true entries over ``count`` (``nan`` for ``count = 0``)."""
+    return float(flags.sum()) / count if count else math.nan
 
 
 def _thresholds(c) -> tuple[float, ...]:
@@ -106,7 +114,9 @@ def diagnose(log_ratio, mask=None, *, c=2.0, lo=0.5, hi=2.0) -> Diagnostics:
     ----------
     log_ratio : array (n, T)
         ``l_t = log pi - log mu`` of tokens sampled from ``mu`` (numpy, cupy or torch).
-        ``-inf`` allowed at real tokens, NaN/+inf not; masked positions ignored.
+        ``-inf`` allowed at real tokens, NaN/+inf not; masked positions ignored. cupy input
+        is validated and reduced on the device (the PSIS fit copies the n sequence
+        log-weights to the host); every field is a Python scalar.
     mask : bool array (n, T), optional
         True where a token exists (default all true).
     c : float > 0 or sequence of floats
@@ -155,44 +165,44 @@ def diagnose(log_ratio, mask=None, *, c=2.0, lo=0.5, hi=2.0) -> Diagnostics:
     """
     cs = _thresholds(c)
     lo, hi = check_band(lo, hi)
-    batch = prepare_log_ratio(log_ratio, mask)
-    lr, m, L = batch.log_ratio, batch.mask, batch.lengths
+    batch = prepare_log_ratio(log_ratio, mask, device=input_library(log_ratio, None, mask) == "cupy")
+    xp, lr, m, L = batch.xp, batch.log_ratio, batch.mask, batch.lengths
     n = batch.n
-    tokens = lr[m]
-    N = int(tokens.size)
+    N = int(L.sum())
     lw = lr.sum(axis=1)
-    ones = np.ones(n)
 
-    ess = kish(lw, ones)
-    token_ess = kish(tokens, np.ones(N)) if N else math.nan
-    finite = np.isfinite(lw)
-    if finite.any():
-        top = float(lw[finite].max())
-        share = 1.0 / float(np.exp(lw - top).sum())
+    ess = kish(lw, xp.ones(n))
+    # token weights: every real token, masked ones as weight 0 (log-weight -inf)
+    tok_lw = xp.where(m, lr, -xp.inf).ravel()
+    token_ess = kish(tok_lw, xp.ones_like(tok_lw)) if N else math.nan
+    finite = xp.isfinite(lw)
+    if bool(finite.any()):
+        top = float(xp.where(finite, lw, -xp.inf).max())
+        share = 1.0 / float(xp.exp(lw - top).sum())
     else:
         top, share = -math.inf, math.nan
-    _, khat, _ = psis_smooth(lw)
+    _, khat, _ = psis_smooth(to_host(lw))
 
     with np.errstate(invalid="ignore", over="ignore"):
         k1 = -lr
         k2 = 0.5 * lr * lr
-        k3 = np.expm1(lr) - lr
-    k_tok = [_mean(k[m]) for k in (k1, k2, k3)]
-    k_seq = [float(np.where(m, k, 0.0).sum(axis=1).mean()) for k in (k1, k2, k3)]
+        k3 = xp.expm1(lr) - lr
+    k_tok = [_masked_mean(xp, k, m, N) for k in (k1, k2, k3)]
+    k_seq = [float(xp.where(m, k, 0.0).sum(axis=1).mean()) for k in (k1, k2, k3)]
 
-    log_tok2 = _logmeanexp(2.0 * tokens)
-    log_seq2 = _logmeanexp(2.0 * lw)
+    log_tok2 = _logmeanexp(xp, xp.where(m, 2.0 * lr, -xp.inf), N)
+    log_seq2 = _logmeanexp(xp, 2.0 * lw, n)
 
-    log_geo = np.where(L > 0, lw / np.maximum(L, 1), 0.0)
+    log_geo = xp.where(L > 0, lw / xp.maximum(L, 1), 0.0)
     with np.errstate(over="ignore"):
-        geo = np.exp(log_geo)
+        geo = xp.exp(log_geo)
     log_lo, log_hi = _log(lo), _log(hi)
     geo_out = (log_geo < log_lo) | (log_geo > log_hi)
 
-    high = tuple(_mean(tokens > _log(cj)) for cj in cs)
-    low = tuple(_mean(tokens < -_log(cj)) for cj in cs)
-    tok_out = _mean((tokens < log_lo) | (tokens > log_hi))
-    seq_out = float(((lw < log_lo) | (lw > log_hi)).mean())
+    high = tuple(_count_share(m & (lr > _log(cj)), N) for cj in cs)
+    low = tuple(_count_share(m & (lr < -_log(cj)), N) for cj in cs)
+    tok_out = _count_share(m & ((lr < log_lo) | (lr > log_hi)), N)
+    seq_out = _count_share((lw < log_lo) | (lw > log_hi), n)
 
     return Diagnostics(
         n=n,
@@ -217,7 +227,7 @@ def diagnose(log_ratio, mask=None, *, c=2.0, lo=0.5, hi=2.0) -> Diagnostics:
         geo_mean=float(geo.mean()),
         geo_min=float(geo.min()),
         geo_max=float(geo.max()),
-        geo_outside_fraction=float(geo_out.mean()),
+        geo_outside_fraction=_count_share(geo_out, n),
         clip_c=cs,
         clip_fraction_high=high,
         clip_fraction_low=low,

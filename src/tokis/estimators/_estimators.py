@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from .._backends._cupy import to_host
 from .._backends._numba_prepare import prepare_numba
 from ._estimate import Estimate
-from ._input import Batch, check_backend, check_band, check_c, check_flag, prepare
+from ._input import Batch, check_backend, check_backend_name, check_band, check_c, check_flag, input_library, prepare
 from ._psis import khat_threshold, psis_smooth
 from ._reduce import kish, mean_reduce, ratio_reduce, sum_of_ratios_reduce
 from ._weights import get_kernels
@@ -48,9 +47,11 @@ _COMMON = """log_ratio : array (n, T)
     mask : bool array (n, T), optional
         True where a token exists (default: all true). Rows may be empty (``L_i = 0``).
     backend : {"auto", "numpy", "numba", "cupy"}
-        Kernel implementation of the (n, T) passes; ``"auto"`` is numba (cupy input is
-        validated and computed on the host for now). A backend whose kernels are not
-        registered (cupy without CuPy installed) raises ValueError."""
+        Kernel implementation of the (n, T) passes. ``"auto"`` is cupy for cupy input
+        (validated and computed on the device; only scalars come to the host) and numba
+        otherwise. Another backend with cupy input copies the input to the host and the
+        per-sample arrays back. A backend whose kernels are not registered (cupy without
+        CuPy installed) raises ValueError."""
 
 _RETURNS = """Returns
     -------
@@ -72,10 +73,21 @@ def _doc(func):
 
 
 def _start(log_ratio, rewards, mask, backend):
-    name = check_backend(backend)
-    # numba validates in one compiled pass (same Batch, same errors as ``prepare``)
-    batch = (prepare_numba if name == "numba" else prepare)(log_ratio, rewards, mask)
+    check_backend_name(backend)
+    library = input_library(log_ratio, rewards, mask)
+    name = check_backend(backend, library)
+    if name == "numba" and library != "cupy":
+        # one compiled validation pass (same Batch, same errors as ``prepare``)
+        batch = prepare_numba(log_ratio, rewards, mask)
+    else:
+        # the cupy backend validates cupy input on the device and keeps it there
+        batch = prepare(log_ratio, rewards, mask, device=name == "cupy")
     return batch, get_kernels(name), name
+
+
+def _share(flags) -> float:
+    """Fraction of true entries of a boolean array (``count / size``, as ``mean``)."""
+    return float(flags.sum()) / flags.size
 
 
 def _log(x: float) -> float:
@@ -112,7 +124,7 @@ def _ratio_estimate(name, batch: Batch, backend, log_w, diag=None) -> Estimate:
         value=res.value,
         stderr=res.stderr,
         n=batch.n,
-        ess=kish(log_w, np.ones_like(log_w)),
+        ess=kish(log_w, batch.xp.ones_like(log_w)),
         diagnostics={"backend": backend, **(diag or {})},
         numerator=batch.output(res.numerator),
         denominator=batch.output(res.denominator),
@@ -143,7 +155,7 @@ def seq(log_ratio, rewards, *, mask=None, backend="auto") -> Estimate:
     """
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     lw = k.log_weight(batch.log_ratio)
-    return _weighted_mean("seq", batch, be, lw, np.ones_like(lw))
+    return _weighted_mean("seq", batch, be, lw, batch.xp.ones_like(lw))
 
 
 @_doc
@@ -218,10 +230,10 @@ def tok_mean(log_ratio, rewards, *, mask=None, backend="auto") -> Estimate:
     """
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     b, h, _ = k.token_linear(batch.log_ratio, batch.mask, offset=False)
-    L = batch.lengths
+    xp, L = batch.xp, batch.lengths
     empty = L == 0
-    b = np.where(empty, 0.0, b - np.log(np.maximum(L, 1)))
-    h = np.where(empty, 1.0, h)
+    b = xp.where(empty, 0.0, b - xp.log(xp.maximum(L, 1)))
+    h = xp.where(empty, 1.0, h)
     return _weighted_mean("tok_mean", batch, be, b, h)
 
 
@@ -247,7 +259,7 @@ def pdis(log_ratio, rewards, *, mask=None, backend="auto") -> Estimate:
     """
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     lw = k.log_weight(batch.log_ratio)
-    ones = np.ones_like(lw)
+    ones = batch.xp.ones_like(lw)
     if batch.terminal_only:
         return _weighted_mean("pdis", batch, be, lw, ones)
     b, h = k.per_decision(batch.log_ratio, batch.rewards)
@@ -284,7 +296,7 @@ def wpdis(log_ratio, rewards, *, mask=None, backend="auto") -> Estimate:
         value=value,
         stderr=stderr,
         n=batch.n,
-        ess=kish(lw, np.ones_like(lw)),
+        ess=kish(lw, batch.xp.ones_like(lw)),
         diagnostics={"backend": be, "column_log_scale": batch.output(m), "step_ratios": batch.output(ratios)},
         numerator=batch.output(num),
         denominator=batch.output(den),
@@ -343,24 +355,25 @@ def trunc_seq(log_ratio, rewards, *, mask=None, c="ionides", backend="auto") -> 
     """
     c = check_c(c, allow_ionides=True)
     batch, k, be = _start(log_ratio, rewards, mask, backend)
+    xp = batch.xp
     lw = k.log_weight(batch.log_ratio)
     if c == "ionides":
-        finite = np.isfinite(lw)
-        if finite.any():
-            top = float(lw[finite].max())
-            log_c = top + math.log(float(np.exp(lw - top).mean())) + 0.5 * math.log(batch.n)
+        finite = xp.isfinite(lw)
+        if bool(finite.any()):
+            top = float(xp.where(finite, lw, -xp.inf).max())
+            log_c = top + math.log(float(xp.exp(lw - top).mean())) + 0.5 * math.log(batch.n)
         else:
             log_c = -math.inf
     else:
         log_c = _log(c)
     truncated = lw > log_c
-    lwt = np.minimum(lw, log_c)
+    lwt = xp.minimum(lw, log_c)
     diag = {
         "c": math.exp(log_c) if log_c < 709.0 else math.inf,
         "log_c": log_c,
-        "truncated_fraction": float(truncated.mean()),
+        "truncated_fraction": _share(truncated),
     }
-    return _weighted_mean("trunc_seq", batch, be, lwt, np.ones_like(lwt), diag)
+    return _weighted_mean("trunc_seq", batch, be, lwt, xp.ones_like(lwt), diag)
 
 
 @_doc
@@ -392,7 +405,7 @@ def clip_prod(log_ratio, rewards, *, mask=None, c=2.0, backend="auto") -> Estima
     lw = k.clipped_log_weight(batch.log_ratio, batch.mask, log_c)
     clipped = k.count_above(batch.log_ratio, batch.mask, log_c)
     diag = {"c": c, "clipped_fraction": _fraction(clipped, int(batch.lengths.sum()))}
-    return _weighted_mean("clip_prod", batch, be, lw, np.ones_like(lw), diag)
+    return _weighted_mean("clip_prod", batch, be, lw, batch.xp.ones_like(lw), diag)
 
 
 @_doc
@@ -447,7 +460,7 @@ def geo(log_ratio, rewards, *, mask=None, backend="auto") -> Estimate:
     """
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     lw = k.geo_log_weight(batch.log_ratio, batch.lengths)
-    return _weighted_mean("geo", batch, be, lw, np.ones_like(lw))
+    return _weighted_mean("geo", batch, be, lw, batch.xp.ones_like(lw))
 
 
 @_doc
@@ -476,10 +489,11 @@ def mask_seq(log_ratio, rewards, *, mask=None, lo=0.5, hi=2.0, backend="auto") -
     lo, hi = check_band(lo, hi)
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     lw = k.log_weight(batch.log_ratio)
+    xp = batch.xp
     inside = (lw >= _log(lo)) & (lw <= _log(hi))
-    lwm = np.where(inside, lw, -np.inf)
-    diag = {"lo": lo, "hi": hi, "masked_fraction": float(1.0 - inside.mean())}
-    return _weighted_mean("mask_seq", batch, be, lwm, np.ones_like(lwm), diag)
+    lwm = xp.where(inside, lw, -xp.inf)
+    diag = {"lo": lo, "hi": hi, "masked_fraction": 1.0 - _share(inside)}
+    return _weighted_mean("mask_seq", batch, be, lwm, xp.ones_like(lwm), diag)
 
 
 @_doc
@@ -545,7 +559,10 @@ def psis(log_ratio, rewards, *, mask=None, self_normalized=True, backend="auto")
     self_normalized = check_flag(self_normalized, "self_normalized")
     batch, k, be = _start(log_ratio, rewards, mask, backend)
     lw = k.log_weight(batch.log_ratio)
-    smoothed, khat, tail = psis_smooth(lw)
+    # the Pareto fit sorts the n log-weights on the host (for cupy input: one (n,) copy each
+    # way; the (n, T) data stays on the device)
+    smoothed, khat, tail = psis_smooth(to_host(lw))
+    smoothed = batch.xp.asarray(smoothed)
     threshold = khat_threshold(batch.n)
     diag = {
         "khat": khat,
@@ -556,4 +573,4 @@ def psis(log_ratio, rewards, *, mask=None, self_normalized=True, backend="auto")
     }
     if self_normalized:
         return _ratio_estimate("psis", batch, be, smoothed, diag)
-    return _weighted_mean("psis", batch, be, smoothed, np.ones_like(smoothed), diag)
+    return _weighted_mean("psis", batch, be, smoothed, batch.xp.ones_like(smoothed), diag)

@@ -3,6 +3,11 @@
 Inputs are per-row pieces ``(b, h)`` meaning ``exp(b_i) * h_i``. The largest magnitude
 ``m = max_i (b_i + log|h_i|)`` is factored out, so every stored term lies in [-1, 1] and the
 result ``exp(m) * mean(terms)`` is finite whenever the true value is representable.
+
+Every reduction works in the namespace of its inputs (numpy, or cupy for device arrays: the
+per-sample arrays stay on the device and only the scalars come to the host). Masked maxima
+are ``where(finite, x, -inf).max()`` rather than boolean indexing, which is the same value
+and needs no data-dependent shape.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .._backends._cupy import array_module
 
 __all__ = ["MeanResult", "RatioResult", "scaled_terms", "mean_reduce", "ratio_reduce", "sum_of_ratios_reduce", "kish"]
 
@@ -43,23 +50,29 @@ def _scaled(log_scale: float, x: float) -> float:
     return math.copysign(mag, x)
 
 
-def scaled_terms(b: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, float]:
+def _finite_max(xp, x, finite) -> float:
+    """``max(x[finite])`` as a float (``finite`` must have a true entry)."""
+    return float(xp.where(finite, x, -xp.inf).max())
+
+
+def scaled_terms(b, h) -> tuple:
     """Return ``(s, m)`` with ``exp(b) * h = exp(m) * s`` and ``max |s| = 1`` (``m = 0`` if all 0)."""
+    xp = array_module(h)
     with np.errstate(divide="ignore"):
-        t = b + np.log(np.abs(h))
-    finite = np.isfinite(t)
-    if not finite.any():
-        return np.zeros_like(h), 0.0
-    m = float(t[finite].max())
-    s = np.where(finite, np.sign(h) * np.exp(np.where(finite, t, -np.inf) - m), 0.0)
+        t = b + xp.log(xp.abs(h))
+    finite = xp.isfinite(t)
+    if not bool(finite.any()):
+        return xp.zeros_like(h), 0.0
+    m = _finite_max(xp, t, finite)
+    s = xp.where(finite, xp.sign(h) * xp.exp(xp.where(finite, t, -xp.inf) - m), 0.0)
     return s, m
 
 
-def _sd_over_root_n(z: np.ndarray) -> float:
+def _sd_over_root_n(z) -> float:
     n = z.shape[0]
     if n < 2:
         return math.nan
-    return float(np.std(z, ddof=1) / math.sqrt(n))
+    return float(z.std(ddof=1)) / math.sqrt(n)
 
 
 def mean_reduce(b: np.ndarray, h: np.ndarray) -> MeanResult:
@@ -76,9 +89,10 @@ def ratio_reduce(log_w: np.ndarray, g: np.ndarray) -> RatioResult:
     (delta-method) linearisation of the ratio. When every weight is zero the ratio is
     undefined and ``nan`` is returned.
     """
-    finite = np.isfinite(log_w)
-    m = float(log_w[finite].max()) if finite.any() else 0.0
-    w = np.exp(log_w - m)
+    xp = array_module(log_w)
+    finite = xp.isfinite(log_w)
+    m = _finite_max(xp, log_w, finite) if bool(finite.any()) else 0.0
+    w = xp.exp(log_w - m)
     num = w * g
     den_sum = float(w.sum())
     if den_sum == 0.0:
@@ -101,22 +115,25 @@ def sum_of_ratios_reduce(num: np.ndarray, den: np.ndarray, active: np.ndarray) -
     ratios : float64 (T,)
         The per-step ratios.
     """
+    xp = array_module(num)
     n = num.shape[0]
     num_sum = num.sum(axis=0)
     den_sum = den.sum(axis=0)
     undefined = active & (den_sum == 0)
-    if undefined.any():
-        return math.nan, math.nan, np.where(undefined, np.nan, 0.0)
-    safe = np.where(active, den_sum, 1.0)
-    ratios = np.where(active, num_sum / safe, 0.0)
-    z = ((num - ratios[None, :] * den) / (safe[None, :] / n))[:, active].sum(axis=1)
+    if bool(undefined.any()):
+        return math.nan, math.nan, xp.where(undefined, xp.nan, 0.0)
+    safe = xp.where(active, den_sum, 1.0)
+    ratios = xp.where(active, num_sum / safe, 0.0)
+    # inactive columns hold exact zeros (no reward: num = 0 and ratio = 0), so summing every
+    # column equals summing the active ones
+    z = xp.where(active[None, :], (num - ratios[None, :] * den) / (safe[None, :] / n), 0.0).sum(axis=1)
     return float(ratios.sum()), _sd_over_root_n(z), ratios
 
 
 def kish(b: np.ndarray, h: np.ndarray) -> float:
     """Kish effective sample size ``(sum w)^2 / sum w^2`` of ``w_i = exp(b_i) h_i`` (0 if all 0)."""
     s, _ = scaled_terms(b, h)
-    sq = float(np.dot(s, s))
+    sq = float(array_module(s).dot(s, s))
     if sq == 0.0:
         return 0.0
     return float(s.sum()) ** 2 / sq

@@ -146,11 +146,18 @@ def _register_compiled() -> None:
 _register_compiled()
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str, library: str = "numpy") -> str:
     """Map a valid backend name to a registered kernel table.
 
-    ``"auto"`` is numba: the kernels receive numpy arrays after validation (cupy input is
-    validated and computed on the host for now), and numba is the fast CPU table.
+    ``"auto"`` follows the input: ``"cupy"`` for cupy arrays (validated and computed on the
+    device, results stay there) and ``"numba"`` for numpy input and torch tensors (which are
+    converted to numpy), the fast CPU table.
+
+    Parameters
+    ----------
+    backend : {"auto", "numpy", "numba", "cupy"}
+    library : {"numpy", "cupy", "torch"}
+        Array library of the estimator's inputs.
 
     Raises
     ------
@@ -158,7 +165,7 @@ def resolve_backend(backend: str) -> str:
         For a backend whose kernels are not registered in :data:`KERNELS`.
     """
     if backend == "auto":
-        return "numba"
+        backend = "cupy" if library == "cupy" else "numba"
     if backend not in KERNELS:
         raise ValueError(f"backend {backend!r} is not available yet")
     return backend
