@@ -496,11 +496,10 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
     s_nb = _pick(sampling, case=first, level="kernel", backend="numba")
     add(f"numba sampling / numpy sampling ({first})", s_np["seconds"] / s_nb["seconds"], 10.0,
         "token kernels, same tokens")
-    for case in dict.fromkeys(r["case"] for r in sampling if r["level"] == "sample()"):
-        a = _pick(sampling, case=case, level="sample()", backend="numpy")
-        b = _pick(sampling, case=case, level="sample()", backend="numba")
-        add(f"numba sample() / numpy sample(), end to end ({case})", a["seconds"] / b["seconds"], 10.0,
-            "every Rollouts field, bit for bit the same")
+    a = _pick(sampling, case=first, level="sample()", backend="numpy")
+    b = _pick(sampling, case=first, level="sample()", backend="numba")
+    add(f"numba sample() / numpy sample(), end to end ({first})", a["seconds"] / b["seconds"], 10.0,
+        "every Rollouts field, bit for bit the same")
     n, T = max(((r["n"], r["T"]) for r in call_rows or kernel_rows if r["backend"] == "numpy"),
                key=lambda s: s[0] * s[1])
     for case, label in (("seq (log_weight)", "seq"), ("tok (token_linear)", "tok")):

@@ -157,31 +157,35 @@ def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, ter
     # The numpy reference's _assemble for rows [lo, hi): lp tables (Tp, S, V) with Tp in
     # {1, T'} (time-dependent policies index step t); step_tab (S, V); term_tab (S,).
     # last_reward[i] = rew[i, last] (the row's return when every step reward is +0).
+    # A sampled row is a prefix of tokens then -1 padding (the sampler writes -1 only after
+    # the row ended), so the real steps are gathered first and the padding filled after, in
+    # a loop of plain stores that vectorises.
     T = tokens.shape[1]
     tb = lpb_tab.shape[0] > 1
     tt = lpt_tab.shape[0] > 1
     for i in range(lo, hi):
         L = 0
-        for t in range(T):
+        while L < T and tokens[i, L] >= 0:
+            t = L
             a = tokens[i, t]
-            if a >= 0:
-                c = contexts[i, t]
-                b = lpb_tab[t if tb else 0, c, a]
-                mask[i, t] = True
-                lpb[i, t] = b
-                if has_target:
-                    p = lpt_tab[t if tt else 0, c, a]
-                    lpt[i, t] = p
-                    lr[i, t] = p - b
-                rew[i, t] = step_tab[c, a]
-                L += 1
-            else:
-                mask[i, t] = False
-                lpb[i, t] = 0.0
-                if has_target:
-                    lpt[i, t] = 0.0
-                    lr[i, t] = 0.0
-                rew[i, t] = 0.0
+            c = contexts[i, t]
+            b = lpb_tab[t if tb else 0, c, a]
+            mask[i, t] = True
+            lpb[i, t] = b
+            if has_target:
+                p = lpt_tab[t if tt else 0, c, a]
+                lpt[i, t] = p
+                lr[i, t] = p - b
+            rew[i, t] = step_tab[c, a]
+            L += 1
+        for t in range(L, T):
+            mask[i, t] = False
+            lpb[i, t] = 0.0
+            rew[i, t] = 0.0
+        if has_target:
+            for t in range(L, T):
+                lpt[i, t] = 0.0
+                lr[i, t] = 0.0
         lengths[i] = L
         # the reference reads column L - 1 (-1, the last column, for an empty row) with the
         # padding's context and token taken as 0

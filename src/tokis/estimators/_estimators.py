@@ -549,7 +549,9 @@ def psis(log_ratio, rewards, *, mask=None, self_normalized=True, backend="auto")
     Biased, consistent. Diagnostics: ``khat`` (the Pareto shape estimate; ``> 0.7`` or above
     ``khat_threshold = min(1 - 1/log10 n, 0.7)`` means unreliable; ``inf`` when n < 21,
     too few to assess), ``tail_length`` smoothed, ``reliable``, ``self_normalized``.
-    ``ess`` is Kish's on the smoothed weights.
+    ``ess`` is Kish's on the smoothed weights. For cupy input the (n, T) pass and the
+    reductions run on the device; the n sequence log-weights are sorted and smoothed on the
+    host (one (n,) copy each way).
 
     References
     ----------
