@@ -107,7 +107,7 @@ def test_auto_follows_the_input_library(monkeypatch):
     assert resolve_backend("auto", "cupy") == "cupy"
     assert resolve_backend("numba", "cupy") == "numba"
     monkeypatch.delitem(_weights.KERNELS, "cupy")
-    with pytest.raises(ValueError, match="backend 'cupy' is not available yet"):
+    with pytest.raises(ValueError, match="backend='cupy' needs CuPy"):
         resolve_backend("auto", "cupy")
 
 

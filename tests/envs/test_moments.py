@@ -16,6 +16,7 @@ import pytest
 from _cases import random_cases, random_mdp, random_policy_pair
 from _reference import enumerate_sequences
 
+import tokis.estimators as estimators
 from tokis.envs import Policy, TokenMDP
 from tokis.envs.exact import (
     Moments,
@@ -444,19 +445,9 @@ def test_population_ess_is_inverse_second_moment_under_full_support():
 # --------------------------------------------------------------------------- cross-check with tokis.estimators
 
 
-def _estimators():
-    try:
-        import tokis.estimators as est
-    except ImportError:
-        return None
-    return est if hasattr(est, "seq") else None
-
-
 @pytest.mark.parametrize("name", RECURSIONS + ENUMERATED)
 def test_statistic_matches_estimator_samples(name):
-    est = _estimators()
-    if est is None or not hasattr(est, name):
-        pytest.skip("tokis.estimators not available yet")
+    est = estimators
     mdp, pi, mu, _ = CASES[7]
     d = reference(mdp, pi, mu)
     params = PARAMS.get(name, {})
@@ -471,9 +462,6 @@ def test_statistic_matches_estimator_samples(name):
 @pytest.mark.parametrize("name,params", [("snis", {}), ("wpdis", {}), ("trunc_seq", {"c": "ionides"})])
 @pytest.mark.parametrize("mismatch", [False, True])
 def test_finite_n_vectorised_matches_estimator(name, params, mismatch):
-    est = _estimators()
-    if est is None or not hasattr(est, name):
-        pytest.skip("tokis.estimators not available yet")
     from tokis.envs.exact._enumerate import enumerate_outcomes
     from tokis.envs.exact._finite_n import finite_n_moments
     from tokis.envs.exact._recursions import prepare
@@ -497,9 +485,6 @@ def test_finite_n_vectorised_matches_estimator(name, params, mismatch):
 
 
 def test_psis_by_enumeration():
-    est = _estimators()
-    if est is None or not hasattr(est, "psis"):
-        pytest.skip("tokis.estimators.psis not available yet")
     mdp, pi, mu = _tiny(3)
     res = moments(mdp, pi, mu, "psis", n=4)
     assert res.method == "enumeration" and math.isfinite(res.mean) and res.variance >= 0

@@ -167,7 +167,10 @@ def resolve_backend(backend: str, library: str = "numpy") -> str:
     if backend == "auto":
         backend = "cupy" if library == "cupy" else "numba"
     if backend not in KERNELS:
-        raise ValueError(f"backend {backend!r} is not available yet")
+        if backend == "cupy":
+            raise ValueError("backend='cupy' needs CuPy (pip install 'tokis[cupy]') and a CUDA device, "
+                             "which are not available here")
+        raise ValueError(f"backend {backend!r} is not available")
     return backend
 
 
