@@ -57,24 +57,9 @@ from tokis._backends import _numba_sample  # noqa: E402
 from tokis._backends._bandwidth import parallel_sum, read_bandwidth  # noqa: E402
 from tokis.envs import Policy, TokenMDP, exact, sample  # noqa: E402
 from tokis.envs._sample import _sample_numpy, sampling_tables  # noqa: E402
-from tokis.estimators import _weights  # noqa: E402
+from tokis.estimators import _weights, list_estimators  # noqa: E402
 
-ESTIMATORS = (
-    "seq",
-    "tok",
-    "tok_sum",
-    "tok_mean",
-    "pdis",
-    "wpdis",
-    "snis",
-    "trunc_seq",
-    "clip_prod",
-    "clip_tok",
-    "geo",
-    "mask_seq",
-    "mask_tok",
-    "psis",
-)
+ESTIMATORS = tuple(list_estimators())  # the one registry
 
 # kernel-level workloads: the (n, T) pass each estimator family makes, on validated arrays,
 # with the inputs each one reads (for bytes per second)
