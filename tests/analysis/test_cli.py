@@ -119,9 +119,19 @@ def test_mismatch_end_to_end(tmp_path, capsys):
 
 def test_calibrate_and_mismatch_api():
     mdp, pi = Family(vocab=4).build(4)
+
+    def sampler_kl(top_p):  # KL(mu || pi) per token under mu, from the exact divergences
+        return exact.token_divergence(mdp, Behavior(top_p=top_p).apply(pi), pi, kind="kl", under="target")
+
     knob, b, achieved = calibrate(mdp, pi, "top_p", 0.05)
-    assert 0 < knob < 1 and b.top_p == knob and achieved > 0
-    # top_p moves in jumps: the achieved KL is the nearer side of the jump around 0.05
+    assert 0 < knob < 1 and b.top_p == knob
+    assert achieved == pytest.approx(sampler_kl(knob), rel=1e-12)
+    # top_p moves in jumps: the knob sits on a jump of the KL across 0.05 (the bisection bracket
+    # is far narrower than 1e-7) and the achieved KL is the nearer side in log distance
+    below, above = sampler_kl(knob - 1e-7), sampler_kl(min(knob + 1e-7, 1.0))
+    assert below >= 0.05 > above
+    nearer = min((below, above), key=lambda a: abs(math.log(a / 0.05)) if a > 0 else math.inf)
+    assert achieved == pytest.approx(nearer, rel=1e-12)
     knob0, b0, a0 = calibrate(mdp, pi, "temperature", 0.0)
     assert knob0 == 1.0 and a0 == pytest.approx(0.0, abs=1e-15)
     with pytest.raises(ValueError, match="top_p cannot reach a sampler KL of 50"):
@@ -138,7 +148,8 @@ def test_growth_end_to_end(tmp_path, capsys):
     out_dir = tmp_path / "g"
     rc, out, err = _run(capsys, ["growth", *TINY, "--horizons", "1,2,3,4", "--no-store", "--out", str(out_dir)])
     assert rc == 0, err
-    assert "OLS slope" in out and "closed form log(1+chi2) = 0.04879" in out
+    # the default behaviour of `tokis growth` is chi2 = 0.05 per token (4 significant digits printed)
+    assert "OLS slope" in out and f"closed form log(1+chi2) = {math.log1p(0.05):.4g}" in out
     assert ("they agree" in out) != ("they disagree" in out)
     fit = pd.read_csv(out_dir / "growth_fit.csv")
     assert fit.loc[0, "exact_rate"] == pytest.approx(math.log(1.05), abs=1e-10)

@@ -53,7 +53,8 @@ def test_columns_and_labels():
 def test_summary_formulas_by_hand():
     v = np.array([1.0, 2.0, 4.0, 7.0])
     ex = dict(exact_mean=3.0, exact_std=2.0)
-    s = summarise(v, np.array([3.0, 4.0, 5.0, 6.0]), ex, target_value=2.5)
+    ess = np.array([3.0, 4.0, 5.0, 6.0])
+    s = summarise(v, ess, ex, target_value=2.5)
     R, mean, sd = 4, v.mean(), v.std(ddof=1)
     z975 = stats.norm.ppf(0.975)
     assert s["mc_mean"] == pytest.approx(mean)
@@ -63,7 +64,7 @@ def test_summary_formulas_by_hand():
     assert s["mc_std_lo"] == pytest.approx(sd * math.sqrt((R - 1) / stats.chi2.ppf(0.975, R - 1)))
     assert s["mc_std_hi"] == pytest.approx(sd * math.sqrt((R - 1) / stats.chi2.ppf(0.025, R - 1)))
     assert s["mc_mse"] == pytest.approx(np.mean((v - 2.5) ** 2))
-    assert s["mean_ess"] == pytest.approx(4.5)
+    assert s["mean_ess"] == pytest.approx(ess.mean())
     assert s["z"] == pytest.approx((mean - 3.0) / (2.0 / math.sqrt(R)))
     assert s["std_underestimated"] is False
     # non-finite estimates are counted and left out

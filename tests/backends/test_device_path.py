@@ -74,6 +74,7 @@ def _same(a, b):
                 x = x * math.exp(a.log_scale - b.log_scale)
             np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-13 * max(1.0, float(np.max(np.abs(y)))),
                                        err_msg=field)
+    assert a.diagnostics.keys() == b.diagnostics.keys()
     for key, y in b.diagnostics.items():
         x = a.diagnostics[key]
         if isinstance(y, np.ndarray):
@@ -81,6 +82,8 @@ def _same(a, b):
             np.testing.assert_allclose(_host(x), y, rtol=1e-10, atol=1e-13, err_msg=key)
         elif isinstance(y, float):
             assert x == pytest.approx(y, rel=1e-10, abs=1e-13) or (math.isnan(x) and math.isnan(y)), key
+        elif key != "backend":  # counts and flags (psis: tail_length, reliable, self_normalized)
+            assert x == y, (key, x, y)
 
 
 def test_the_fake_is_as_strict_as_cupy(cupy_sim):

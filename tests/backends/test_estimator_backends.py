@@ -62,12 +62,17 @@ def _same(a, b, big, name):
                 x = x * math.exp(a.log_scale - b.log_scale)
             np.testing.assert_allclose(x, np.asarray(y), rtol=1e-10, atol=1e-12 * max(1.0, np.max(np.abs(y))),
                                        err_msg=f"{name}.{field}")
+    assert a.diagnostics.keys() == b.diagnostics.keys(), name
     for key, y in b.diagnostics.items():
         x = a.diagnostics[key]
         if key == "backend":
             continue
         if isinstance(y, float):
             assert x == pytest.approx(y, rel=1e-10, abs=1e-12) or (math.isnan(x) and math.isnan(y)), (name, key)
+        elif isinstance(y, np.ndarray):  # wpdis: per-column log scales and per-step ratios
+            np.testing.assert_allclose(np.asarray(x), y, rtol=RTOL, atol=1e-12 * big, err_msg=f"{name}.{key}")
+        else:  # counts and flags (psis: tail_length, reliable, self_normalized)
+            assert x == y, (name, key, x, y)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -150,7 +155,8 @@ def test_cupy_equals_numpy_on_device_input(spec, rng):
         x = getattr(a, field)
         assert x is None or isinstance(x, cp.ndarray)
     host = type(a)(**{**{f: getattr(a, f) for f in ("value", "stderr", "n", "ess", "log_scale", "estimator")},
-                      "diagnostics": dict(a.diagnostics),
+                      "diagnostics": {k: cp.asnumpy(v) if isinstance(v, cp.ndarray) else v
+                                      for k, v in a.diagnostics.items()},
                       **{f: (None if getattr(a, f) is None else cp.asnumpy(getattr(a, f)))
                          for f in ("samples", "numerator", "denominator")}})
     _same(host, b, _scale(lr, rew, mask), spec.name)

@@ -162,8 +162,10 @@ def test_prefix_tree_has_no_aliasing(V, T):
 def test_prefix_tree_with_eos_stops():
     mdp = prefix_tree(3, 3, eos=2)
     enum = enumerate_sequences(mdp, u=uniform(mdp))
-    # sequences: every non-eos prefix continues; count = sum over lengths of (2^(L-1) eos-ended) + 2^3
-    assert enum.tokens.shape[0] == 1 + 2 + 4 + 8
+    # V = 3, T = 3, eos = 2: a sequence ends with eos at step L < 3 after L - 1 of the 2 other
+    # tokens (2^(L-1) sequences), or runs to T = 3 with any last token after 2 non-eos ones (2^2 * 3)
+    V, T, others = 3, 3, 2
+    assert enum.tokens.shape[0] == sum(others ** (L - 1) for L in range(1, T)) + others ** (T - 1) * V
     assert len(set(enum.final_context.tolist())) == enum.tokens.shape[0]
     ended = enum.lengths < 3
     assert np.all(enum.tokens[ended, enum.lengths[ended] - 1] == 2)

@@ -254,16 +254,13 @@ def test_fixed_chi2_gives_power_law(rng, eps):
     assert got.population_ess_fraction == pytest.approx(np.exp(-5000 * np.log1p(eps)), rel=1e-9)
 
 
-def test_builders_and_perturb_when_available(rng):
-    """tokis.envs.ngram / prefix_tree / random_policy / perturb, once they exist: enumeration and (1+eps)^T."""
+def test_builders_and_perturb(rng):
+    """tokis.envs.ngram / prefix_tree / random_policy / perturb: enumeration and (1+eps)^T."""
     import tokis.envs as envs
 
-    try:
-        mdps = [envs.ngram(3, 2, 4, seed=1), envs.prefix_tree(2, 4, eos=1, seed=2), envs.ngram(3, 1, 4, eos=2, seed=3)]
-        pi = envs.random_policy(mdps[0], seed=4)
-        mu = envs.perturb(pi, chi2=0.2, seed=5)
-    except NotImplementedError:
-        pytest.skip("tokis.envs builders / perturb not implemented yet")
+    mdps = [envs.ngram(3, 2, 4, seed=1), envs.prefix_tree(2, 4, eos=1, seed=2), envs.ngram(3, 1, 4, eos=2, seed=3)]
+    pi = envs.random_policy(mdps[0], seed=4)
+    mu = envs.perturb(pi, chi2=0.2, seed=5)
     for mdp in mdps:
         a, b = random_policy_pair(rng, mdp, shift=0.7)
         check_divergences(mdp, a, b)

@@ -165,19 +165,11 @@ def test_prefix_tree_occupancy_is_prefix_probability(rng, eos):
         np.testing.assert_allclose(d[:, i], expected, **TOL)
 
 
-def test_builders_when_available(rng):
-    """tokis.envs.ngram / prefix_tree, checked the same way once they exist."""
+def test_builders_against_enumeration(rng):
+    """MDPs from tokis.envs.ngram / prefix_tree, checked the same way."""
     import tokis.envs as envs
 
-    built = []
-    for make in (lambda: envs.ngram(3, 2, 3, seed=1), lambda: envs.prefix_tree(2, 3, seed=1),
-                 lambda: envs.ngram(3, 1, 4, eos=2, seed=2)):
-        try:
-            built.append(make())
-        except NotImplementedError:
-            continue
-    if not built:
-        pytest.skip("tokis.envs.ngram / prefix_tree not implemented yet")
+    built = [envs.ngram(3, 2, 3, seed=1), envs.prefix_tree(2, 3, seed=1), envs.ngram(3, 1, 4, eos=2, seed=2)]
     for mdp in built:
         pi = Policy(rng.normal(size=(mdp.num_contexts, mdp.vocab_size)))
         check_against_enumeration(mdp, pi)

@@ -117,7 +117,7 @@ def _cpi_surrogate(mdp, pi, mu):
 
 
 @pytest.mark.parametrize("case", CASES[:12], ids=[c[3].split(":")[0] for c in CASES[:12]])
-def test_tok_mean_is_the_cpi_surrogate(case):
+def test_mean_of_tok_is_the_cpi_surrogate(case):
     mdp, pi, mu, _ = case
     enum = enumerate_sequences(mdp, pi=pi, mu=mu)
     e = est.tok(enum.log_ratio(), enum.rewards, mask=enum.mask)

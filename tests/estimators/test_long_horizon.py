@@ -93,12 +93,18 @@ def reference(name, lr, g, step, logw):
         v, s = _ratio(W, g)
         return v, s, abs(v) + 1
     if name == "wpdis":
+        # sum over reward columns of ratio_t = sum_i W_{i,<=t} r_{i,t} / sum_i W_{i,<=t}; the delta-method
+        # terms z_i = sum_t W_{i,<=t} (r_{i,t} - ratio_t) / mean_i W_{i,<=t} give the standard error
         value = decimal.Decimal(0)
+        z = [decimal.Decimal(0)] * len(lr)
         for t in REWARD_COLUMNS:
             pw = [_dexp(math.fsum(row[: t + 1])) for row in lr]
-            num = sum((w * _dec(r) for w, r in zip(pw, step[:, t])), decimal.Decimal(0))
-            value += D.divide(num, sum(pw, decimal.Decimal(0)))
-        return value, None, abs(value) + 1
+            den = sum(pw, decimal.Decimal(0))
+            ratio = D.divide(sum((w * _dec(r) for w, r in zip(pw, step[:, t])), decimal.Decimal(0)), den)
+            value += ratio
+            mean_w = D.divide(den, len(lr))
+            z = [zi + D.divide(w * (_dec(r) - ratio), mean_w) for zi, w, r in zip(z, pw, step[:, t])]
+        return value, _mean_and_stderr(z)[1], abs(value) + 1
     if name == "pdis":
         f = []
         for i, row in enumerate(lr):
@@ -142,7 +148,8 @@ def test_long_horizon_matches_the_reference(name, scenario):
     if stderr is not None:
         # A ratio's linearised terms w_i (g_i - R) cancel to float64 rounding of g (about 1e-16 |g|)
         # when one weight dominates; that absolute floor is part of the tolerance.
-        floor = decimal.Decimal(1e-5 * float(np.abs(g).max())) if name == "snis" else 0
+        returns = step if name == "wpdis" else g
+        floor = decimal.Decimal(1e-5 * float(np.abs(returns).max())) if name in ("snis", "wpdis") else 0
         assert _agrees(e.stderr, stderr, abs(stderr) + floor, 1e-8), (label, e.stderr, float(stderr))
     assert not math.isnan(e.value) and not math.isnan(e.stderr)
     assert 0.0 <= e.ess <= N + 1e-9
@@ -151,6 +158,12 @@ def test_long_horizon_matches_the_reference(name, scenario):
 def test_scenarios_reach_the_float_limits(scenario):
     label, lr, g, step, logw = scenario
     top = max(logw)
+    if label == "plain":
+        # log W is a sum of T unit-variance terms: standard deviation sqrt(T) = 100; the sample sd of
+        # N draws has standard error about 100 / sqrt(2 (N - 1)). Every W is still a float64 here.
+        sd = float(np.std(logw, ddof=1))
+        assert abs(sd - math.sqrt(T)) < 5 * math.sqrt(T) / math.sqrt(2 * (N - 1)), sd
+        assert top < math.log(np.finfo(float).max) and np.all(np.isfinite(np.exp(lr.sum(axis=1))))
     if label == "overflowing_rows":
         assert top > math.log(np.finfo(float).max) and math.isfinite(est.seq(lr, g).value)
         with np.errstate(over="ignore"):
