@@ -25,3 +25,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+# Property tests draw their examples from a fixed seed per test (derandomize), so CI is
+# reproducible; `--hypothesis-profile explore` draws fresh examples for bug hunting.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("repro", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None, max_examples=500)
+settings.load_profile("repro")
