@@ -17,8 +17,8 @@ Sections: machine; memory-read bandwidth (numba parallel sum and numpy sum over 
 as the estimator input); sampling tokens per second (kernel only and the full
 ``tokis.envs.sample``); estimator elements per second (the per-row kernels on validated
 arrays, and the public functions end to end) with bytes per second as a fraction of the
-bandwidth; a peer's per-trajectory product of probabilities; exact-DP times; the targets of
-DESIGN section 7 as ratios with pass/fail.
+bandwidth; a peer's per-trajectory product of probabilities; exact-DP times (including the
+exact moments of seq and tok); the targets of DESIGN section 7 as ratios with pass/fail.
 """
 
 from __future__ import annotations
@@ -449,6 +449,8 @@ def exact_bench(quick: bool, repeats: int) -> list:
             "value": (lambda: exact.value(mdp, pi), _sync_for("numpy")),
             "occupancy": (lambda: exact.occupancy(mdp, pi), _sync_for("numpy")),
             "log_second_moment": (lambda: exact.log_second_moment(mdp, pi, mu), _sync_for("numpy")),
+            "moments(seq)": (lambda: exact.moments(mdp, pi, mu, "seq"), _sync_for("numpy")),
+            "moments(tok)": (lambda: exact.moments(mdp, pi, mu, "tok"), _sync_for("numpy")),
         }
         res = timed(fns, max(3, repeats // 2) if (T, S, V) != (256, 1024, 64) else repeats)
         for name, r in res.items():

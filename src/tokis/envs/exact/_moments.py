@@ -49,7 +49,7 @@ from ..._validate import check_positive_int
 from ._dp import _backward, _forward, check_pair
 from ._enumerate import enumerate_outcomes, statistic
 from ._finite_n import finite_n_moments
-from ._recursions import additive, log_add, multiplicative, pdis, prepare, to_float, wpdis_stats
+from ._recursions import additive, log_add, multiplicative, pdis, prepare, steps, to_float, wpdis_stats
 
 __all__ = ["moments", "Moments", "population_ess", "tok_bias_decomposition", "TokBiasDecomposition"]
 
@@ -331,7 +331,7 @@ def _exact(pair, name: str, params):
     log_r = pair.log_r
     if name in ("tok", "tok_sum", "tok_mean", "clip_tok", "mask_tok"):
         with np.errstate(over="ignore"):
-            r = np.exp(log_r)
+            r = np.exp(steps(log_r, pair.T))  # (1, S, V) for stationary policies
         if name == "tok":
             x, a0 = r - 1.0, 1.0
         elif name in ("tok_sum", "tok_mean"):
@@ -345,23 +345,17 @@ def _exact(pair, name: str, params):
         return mean, 0.0, second, 0.0
     if name == "pdis":
         T = pair.T
-        u = np.broadcast_to(pair.mdp.step_reward, log_r.shape)
-        (v1, s1), (v2, s2) = pdis(pair, u, np.ones(T), np.zeros(T))
+        (v1, s1), (v2, s2) = pdis(pair, pair.mdp.step_reward, np.ones(T), np.zeros(T))
         return v1, s1, v2, s2
     if name == "seq":
-        res = multiplicative(pair, lambda t: log_r[t])
+        res = multiplicative(pair, log_r)
     elif name == "clip_prod":
         lc = math.log(params["c"]) if params["c"] < math.inf else math.inf
-        res = multiplicative(pair, lambda t: np.minimum(log_r[t], lc))
+        res = multiplicative(pair, np.minimum(steps(log_r, pair.T), lc))
     elif name == "geo":
         T = pair.T
         lengths = np.arange(1, T + 1) if pair.mdp.eos is not None else np.array([T])
-
-        def lh(t):
-            Ls = lengths[lengths > t].astype(float)
-            return log_r[t][None] / Ls[:, None, None]
-
-        res = multiplicative(pair, lh, lengths=lengths)
+        res = multiplicative(pair, log_r, lengths=lengths, root=True)  # h = r^(1/L) per final length
         f1, s1 = _sum_batches(res.first, res.scale1)
         f2, s2 = _sum_batches(res.second, res.scale2)
         return float(f1[1]), s1, float(f2[2]), s2
@@ -373,13 +367,13 @@ def _exact(pair, name: str, params):
 def _snis_asymptotic(pair):
     """(theta, log_var, bias_coef) of snis by the delta method."""
     log_r = pair.log_r
-    res = multiplicative(pair, lambda t: log_r[t])
+    res = multiplicative(pair, log_r)
     w1, wg = float(res.first[0, 0]), float(res.first[0, 1])
     if not w1 > 0:
         raise ValueError("snis is undefined: E_mu[W] = 0 (the target puts no mass on the behaviour's support)")
     theta = wg / w1
     log_b = float(res.scale1[0]) + math.log(w1)
-    res2 = multiplicative(pair, lambda t: log_r[t], shift=theta)
+    res2 = multiplicative(pair, log_r, shift=theta)
     v21, v22, s2 = float(res2.second[0, 1]), float(res2.second[0, 2]), float(res2.scale2[0])
     log_var = (s2 + math.log(v22) - 2.0 * log_b) if v22 > 0 else -math.inf
     coef = _signed_exp(-v21, s2 - 2.0 * log_b)
@@ -392,9 +386,8 @@ def _wpdis_asymptotic(pair):
     coef = float(sum(_signed_exp(-float(v), float(s) - 2.0 * math.log(bt)) for v, s, bt in zip(c_val, c_scale, b)))
     q = theta / b
     beta = -(np.cumsum(q[::-1])[::-1] - q)  # -sum_{s > t} theta_s / b_s
-    u = (pair.mdp.step_reward[None] - theta[:, None, None]) / b[:, None, None]
-    u = np.broadcast_to(u, pair.log_r.shape)
-    (v1, s1), (v2, s2) = pdis(pair, u, 1.0 / b, beta)
+    # per-step reward (rho - theta_t) / b_t, passed as an affine map of rho (no (T, S, V) array)
+    (v1, s1), (v2, s2) = pdis(pair, pair.mdp.step_reward, 1.0 / b, beta, u_shift=theta, u_div=b)
     _, log_var, _ = _from_log_moments(v1, s1, v2, s2)
     return float(theta.sum()), log_var, coef
 

@@ -18,8 +18,8 @@ additive
 multiplicative
     ``f = H G`` with ``H = prod_t h_t(c_t, a_t)``, ``h > 0`` given as ``log h``; carries
     ``E[H R^j 1{c}]`` (``j <= 1``) and ``E[H^2 R^j 1{c}]`` (``j <= 2``) with a common log scale
-    per power of H (max-shifting), so thousands of steps stay finite. A batch axis runs
-    several such products at once, each collecting only sequences of one final length
+    per power of H (max-shifting), so thousands of steps stay finite. Several batches, each
+    collecting only sequences of one final length, run such products at once
     (geo: ``h = r^{1/L}``).
 pdis
     ``f = sum_t X_t u_t(c_t, a_t) + X_L (alpha_L Z + beta_L)`` with ``X_t = W_{<=t}``: carries
@@ -29,19 +29,46 @@ wpdis_stats
     The per-step ratio quantities of wpdis: ``b_t = E[W_{<=t}]``, ``theta_t`` and
     ``E[W_{<=t}^2 (rew_t - theta_t)]`` (ended sequences keep ``W``, reward 0).
 
+Implementations
+---------------
+The public engines (:func:`additive`, :func:`multiplicative`, :func:`pdis`,
+:func:`wpdis_stats`) run the numba kernels of :mod:`._moment_kernels`. Each has a plain-numpy
+twin (``_additive_numpy``, ``_multiplicative_numpy``, ``_pdis_numpy``,
+``_wpdis_stats_numpy``) with the same signature, kept as the readable reference; the tests
+check that the two agree. Per-step arrays may be given as ``(T, S, V)``, as a broadcast view
+of one ``(S, V)`` slice, as ``(1, S, V)`` or as ``(S, V)``; stationary ones are never expanded
+to ``(T, S, V)`` (:func:`steps`).
+
 All functions here are kernels: they trust their inputs (see ``_moments`` for validation).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from .._mdp import TokenMDP
 from .._policy import Policy
+from . import _moment_kernels as _k
+from ._dp import _eos_index, _steps
 
-__all__ = ["Pair", "prepare", "additive", "multiplicative", "pdis", "wpdis_stats", "log_add", "to_float"]
+__all__ = [
+    "MultResult",
+    "Pair",
+    "additive",
+    "log_add",
+    "multiplicative",
+    "pdis",
+    "prepare",
+    "steps",
+    "to_float",
+    "wpdis_stats",
+]
+
+#: Below this many flows per step (S * V) the kernels run on one thread.
+PARALLEL_MIN_FLOWS = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -51,6 +78,9 @@ class Pair:
     ``log_r`` is ``log pi - log mu`` where ``mu > 0`` (``-inf`` where ``pi = 0``) and 0 where
     ``mu = 0`` (those tokens are never sampled; their weight ``mu`` is zero). ``m_next`` and
     ``m2_next`` (S, V) are the terminal reward's first and second moment at ``nxt(c, a)``.
+    Arrays of a stationary policy are read-only broadcast views of one (S, V) slice
+    (:func:`steps` recovers it). ``graph`` is :func:`._moment_kernels.incoming` of the MDP:
+    the continuing flows sorted by next context.
     """
 
     mdp: TokenMDP
@@ -60,6 +90,7 @@ class Pair:
     log_r: np.ndarray
     m_next: np.ndarray
     m2_next: np.ndarray
+    graph: tuple = field(repr=False, default=())
 
     @property
     def T(self) -> int:
@@ -83,11 +114,25 @@ class Pair:
         return tm
 
 
+def steps(arr, horizon: int) -> np.ndarray:
+    """Per-step array as C-contiguous float64 ``(Tp, S, V)``, ``Tp = 1`` when it does not vary in t.
+
+    Accepts ``(S, V)``, ``(1, S, V)`` or ``(T, S, V)``; a broadcast view whose leading stride is
+    0 (a stationary :class:`Pair` array) collapses to its one slice without copying T slices.
+    """
+    return _steps(arr, horizon)
+
+
+def _full(a: np.ndarray, horizon: int) -> np.ndarray:
+    """``(Tp, S, V)`` as ``(T, S, V)``: ``a`` itself or a read-only broadcast view."""
+    return a if a.shape[0] == horizon else np.broadcast_to(a, (horizon,) + a.shape[1:])
+
+
 def prepare(mdp: TokenMDP, target: Policy, behavior: Policy) -> Pair:
-    """Build the per-step arrays used by every engine."""
+    """Build the per-step arrays used by every engine (stationary ones as broadcast views)."""
     T = mdp.horizon
-    log_mu = np.ascontiguousarray(behavior.expand_log_probs(T))
-    log_pi = np.ascontiguousarray(target.expand_log_probs(T))
+    log_mu = _steps(behavior.expand_log_probs(T), T)
+    log_pi = _steps(target.expand_log_probs(T), T)
     mu = np.exp(log_mu)
     support = mu > 0
     with np.errstate(invalid="ignore"):
@@ -97,13 +142,50 @@ def prepare(mdp: TokenMDP, target: Policy, behavior: Policy) -> Pair:
     nxt = mdp.next_context
     return Pair(
         mdp=mdp,
-        mu=mu,
-        log_mu=log_mu,
-        pi=np.exp(log_pi),
-        log_r=log_r,
-        m_next=m[nxt],
-        m2_next=m2[nxt],
+        mu=_full(mu, T),
+        log_mu=_full(log_mu, T),
+        pi=_full(np.exp(log_pi), T),
+        log_r=_full(log_r, T),
+        m_next=np.ascontiguousarray(m[nxt], dtype=np.float64),
+        m2_next=np.ascontiguousarray(m2[nxt], dtype=np.float64),
+        graph=_k.incoming(np.ascontiguousarray(nxt, dtype=np.int64), _eos_index(mdp)),
     )
+
+
+def _chunks(pair: Pair, nch: int | None) -> int:
+    """Number of context chunks a kernel splits each step into (1: single-threaded)."""
+    if nch is not None:
+        return max(1, min(int(nch), pair.S))
+    threads = numba.get_num_threads()
+    if pair.S * pair.V < PARALLEL_MIN_FLOWS or threads < 2:
+        return 1
+    return min(pair.S, threads)
+
+
+def _ro(a, dtype=np.float64) -> np.ndarray:
+    """C-contiguous read-only view (no copy when already contiguous ``dtype``).
+
+    Every array reaches the kernels read-only, so each kernel compiles one signature instead
+    of one per mix of writable and read-only (policy, broadcast) inputs.
+    """
+    v = np.ascontiguousarray(a, dtype=dtype).view()
+    v.setflags(write=False)
+    return v
+
+
+def _kernel_steps(arr, horizon: int) -> np.ndarray:
+    return _ro(steps(arr, horizon))
+
+
+def _common(pair: Pair):
+    """Kernel arguments shared by every engine: start, the pull graph, eos."""
+    indptr, src, tok = pair.graph
+    return (_ro(pair.mdp.start), _ro(indptr, np.int64), _ro(src, np.int32), _ro(tok, np.int32),
+            _eos_index(pair.mdp))
+
+
+def _rewards(pair: Pair) -> np.ndarray:
+    return _ro(pair.mdp.step_reward)
 
 
 # --------------------------------------------------------------------------- log-scale helpers
@@ -157,18 +239,21 @@ def _route(flow: np.ndarray, nxt_idx: np.ndarray, keep: np.ndarray, S: int) -> n
 # --------------------------------------------------------------------------- additive engine
 
 
-def additive(pair: Pair, x: np.ndarray, a0: float, per_length: bool = False) -> tuple[float, float]:
+def additive(pair: Pair, x, a0: float, per_length: bool = False, *, nch: int | None = None) -> tuple[float, float]:
     r"""First and second moment of ``f = kappa(L) (a0 + A) G`` under mu.
 
     Parameters
     ----------
     pair : Pair
-    x : float array, shape (T, S, V)
+    x : float array, shape (T, S, V), (1, S, V) or (S, V)
         Per-token increment ``x_t(c, a)`` of ``A = sum_t x_t(c_t, a_t)`` (ignored where mu = 0).
     a0 : float
         Offset (1 for tok, clip_tok, mask_tok; 0 for tok_sum, tok_mean).
     per_length : bool
         ``kappa(L) = 1 / L`` (tok_mean) instead of 1.
+    nch : int, optional
+        Context chunks per step (threads); default from ``numba.get_num_threads()``. The
+        result does not depend on it.
 
     Returns
     -------
@@ -176,12 +261,26 @@ def additive(pair: Pair, x: np.ndarray, a0: float, per_length: bool = False) -> 
 
     Notes
     -----
-    Carries ``M_ij(c) = E[A^i R^j 1{c_t = c, running}]`` for ``i, j <= 2``. A step maps
-    ``M`` to ``N_ij(c, a) = mu_t(a|c) sum C(i,i') C(j,j') M_i'j'(c) x^{i-i'} rho^{j-j'}``; at
+    Carries ``M_ij(c) = E[A^i R^j 1{c_t = c, running}]`` for ``i, j <= 2`` (``j = 0`` only
+    without step rewards). A step maps ``M`` to
+    ``N_ij(c, a) = mu_t(a|c) sum C(i,i') C(j,j') M_i'j'(c) x^{i-i'} rho^{j-j'}``; at
     termination ``E[(a0 + A) G] = a0 N_01 + N_11 + m (a0 N_00 + N_10)`` and
     ``E[(a0 + A)^2 G^2] = P_2 + 2 m P_1 + m2 P_0`` with ``P_j = a0^2 N_0j + 2 a0 N_1j + N_2j``.
+    Numba kernel: :func:`._moment_kernels.additive_kernel`; numpy twin: :func:`_additive_numpy`.
     """
+    T = pair.T
+    mean, second = _k.additive_kernel(
+        *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(x, T), _rewards(pair),
+        bool(pair.mdp.has_step_reward), _ro(pair.m_next), _ro(pair.m2_next), float(a0), bool(per_length), int(T),
+        _chunks(pair, nch),
+    )
+    return float(mean), float(second)
+
+
+def _additive_numpy(pair: Pair, x, a0: float, per_length: bool = False) -> tuple[float, float]:
+    """numpy twin of :func:`additive` (the reference)."""
     T, S = pair.T, pair.S
+    x = steps(x, T)
     nxt = pair.mdp.next_context
     rho = pair.mdp.step_reward
     rp = (None, rho, rho * rho)
@@ -191,7 +290,7 @@ def additive(pair: Pair, x: np.ndarray, a0: float, per_length: bool = False) -> 
     second = 0.0
     for t in range(T):
         w = pair.mu[t]
-        xt = np.where(w > 0, x[t], 0.0)
+        xt = np.where(w > 0, x[t if x.shape[0] > 1 else 0], 0.0)
         xp = (None, xt, xt * xt)
         # stage 1: A -> A + x
         U = [[None] * 3 for _ in range(3)]
@@ -240,19 +339,37 @@ class MultResult:
     scale2: np.ndarray
 
 
-def multiplicative(pair: Pair, log_h, lengths: np.ndarray | None = None, shift: float = 0.0) -> MultResult:
+def _batches(pair: Pair, lengths, root: bool):
+    """(lengths (B,), collect_all, divisors (B,)) of a multiplicative call."""
+    if lengths is None:
+        lengths = np.array([pair.T])
+        collect_all = True
+    else:
+        lengths = np.asarray(lengths)
+        collect_all = False
+    div = lengths.astype(np.float64) if root else np.ones(len(lengths))
+    return lengths, collect_all, div
+
+
+def multiplicative(
+    pair: Pair, log_h, lengths=None, shift: float = 0.0, root: bool = False, *, nch: int | None = None
+) -> MultResult:
     r"""Moments of ``H G'`` with ``H = prod_t h_t(c_t, a_t)`` and ``G' = G - shift``.
 
     Parameters
     ----------
     pair : Pair
-    log_h : callable ``t -> (B_t, S, V)`` or ``(S, V)`` array
-        ``log h_t`` (``-inf`` allowed: h = 0); ``B_t`` = number of batches still active at t.
+    log_h : float array, shape (T, S, V), (1, S, V) or (S, V)
+        ``log h_t`` (``-inf`` allowed: h = 0).
     lengths : int array (B,), sorted ascending, optional
         Batch ``b`` collects only sequences that terminate with exactly ``lengths[b]`` tokens
-        and is dropped after step ``lengths[b] - 1``. ``None``: one batch collecting all.
+        and stops after step ``lengths[b] - 1``. ``None``: one batch collecting all.
     shift : float
         ``G' = G - shift`` (enters only at termination, through the terminal reward).
+    root : bool
+        Batch ``b`` uses ``log h_t / lengths[b]`` (``h^{1/L}``, geo) instead of ``log h_t``.
+    nch : int, optional
+        Context chunks per step (threads); the result does not depend on it.
 
     Returns
     -------
@@ -263,16 +380,40 @@ def multiplicative(pair: Pair, log_h, lengths: np.ndarray | None = None, shift: 
     Carries ``E[H R^j 1{c}]`` (``j = 0, 1``) scaled by ``exp(s1)`` and ``E[H^2 R^j 1{c}]``
     (``j = 0, 1, 2``) scaled by ``exp(s2)``; the per-step kernels ``mu h^k`` are evaluated as
     ``exp(log mu + k log h - shift_k)`` and every step renormalises by the max-abs moment.
+    A batch of length ``L`` costs ``L`` steps, so geo with eos (``lengths = 1..T``) costs
+    ``T (T + 1) / 2`` steps. Numba kernel: :func:`._moment_kernels.multiplicative_kernel` (one
+    batch at a time); numpy twin: :func:`_multiplicative_numpy` (all batches at once).
     """
+    T = pair.T
+    lengths, collect_all, div = _batches(pair, lengths, root)
+    B = len(lengths)
+    common = _common(pair)
+    log_mu = _kernel_steps(pair.log_mu, T)
+    lh = _kernel_steps(log_h, T)
+    rho = _rewards(pair)
+    mp = _ro(pair.m_next - shift)
+    mp2 = _ro(pair.m2_next - 2.0 * shift * pair.m_next + shift * shift)
+    nch = _chunks(pair, nch)
+    first, second = np.zeros((B, 2)), np.zeros((B, 3))
+    scale1, scale2 = np.full(B, -np.inf), np.full(B, -np.inf)
+    for b in range(B):
+        nsteps = T if collect_all else int(min(lengths[b], T))
+        if nsteps < 1:
+            continue
+        first[b], scale1[b], second[b], scale2[b] = _k.multiplicative_kernel(
+            *common, log_mu, lh, float(div[b]), rho, bool(pair.mdp.has_step_reward), mp, mp2, nsteps,
+            bool(collect_all), int(T), nch,
+        )
+    return MultResult(first=first, scale1=scale1, second=second, scale2=scale2)
+
+
+def _multiplicative_numpy(pair: Pair, log_h, lengths=None, shift: float = 0.0, root: bool = False) -> MultResult:
+    """numpy twin of :func:`multiplicative` (the reference; every batch advances together)."""
     T, S = pair.T, pair.S
     nxt = pair.mdp.next_context
     rho = pair.mdp.step_reward
-    if lengths is None:
-        lengths = np.array([T])
-        collect_all = True
-    else:
-        lengths = np.asarray(lengths)
-        collect_all = False
+    log_h = steps(log_h, T)
+    lengths, collect_all, div = _batches(pair, lengths, root)
     B = len(lengths)
     E1 = [np.zeros((B, S)) for _ in range(2)]
     E2 = [np.zeros((B, S)) for _ in range(3)]
@@ -294,9 +435,7 @@ def multiplicative(pair: Pair, log_h, lengths: np.ndarray | None = None, shift: 
             if first_active >= B:
                 break
         act = slice(first_active, B)
-        lh = np.asarray(log_h(t) if callable(log_h) else log_h)
-        if lh.ndim == 2:
-            lh = lh[None]
+        lh = log_h[t if log_h.shape[0] > 1 else 0][None] / div[act][:, None, None]
         lw = pair.log_mu[t][None]
         l1 = lw + lh
         l2 = lw + 2.0 * lh
@@ -345,7 +484,15 @@ def multiplicative(pair: Pair, log_h, lengths: np.ndarray | None = None, shift: 
 # --------------------------------------------------------------------------- per-decision engine
 
 
-def pdis(pair: Pair, u: np.ndarray, alpha: np.ndarray, beta: np.ndarray):
+def _pdis_u(pair: Pair, u, u_shift, u_div):
+    T = pair.T
+    u = steps(u, T)
+    u_shift = np.zeros(T) if u_shift is None else np.ascontiguousarray(u_shift, dtype=np.float64)
+    u_div = np.ones(T) if u_div is None else np.ascontiguousarray(u_div, dtype=np.float64)
+    return u, u_shift, u_div
+
+
+def pdis(pair: Pair, u, alpha, beta, u_shift=None, u_div=None, *, nch: int | None = None):
     r"""First and second moment of ``f = sum_t X_t u_t(c_t, a_t) + X_{L-1} (alpha_{L-1} Z + beta_{L-1})``.
 
     ``X_t = W_{<=t} = prod_{s<=t} r_s`` and ``L`` is the length (the last real step is ``L-1``).
@@ -353,10 +500,15 @@ def pdis(pair: Pair, u: np.ndarray, alpha: np.ndarray, beta: np.ndarray):
     Parameters
     ----------
     pair : Pair
-    u : float array, shape (T, S, V)
-        Per-step reward paid with weight ``X_t`` (``rho`` for pdis).
+    u : float array, shape (T, S, V), (1, S, V) or (S, V)
+        Per-step reward paid with weight ``X_t`` (``rho`` for pdis), before the affine map below.
     alpha, beta : float arrays, shape (T,)
         Terminal coefficients by termination step (pdis: 1 and 0).
+    u_shift, u_div : float arrays, shape (T,), optional
+        The reward actually paid is ``u_t = (u[t] - u_shift[t]) / u_div[t]`` (default 0 and 1);
+        wpdis uses ``(rho - theta_t) / b_t`` without a (T, S, V) array.
+    nch : int, optional
+        Context chunks per step (threads); the result does not depend on it.
 
     Returns
     -------
@@ -367,10 +519,24 @@ def pdis(pair: Pair, u: np.ndarray, alpha: np.ndarray, beta: np.ndarray):
     With ``F`` the running sum, a step maps ``X -> X r``, ``F -> F + X r u``, hence
     ``E[X'] = mu r X``, ``E[F'] = mu F + mu r u X``, ``E[X'^2] = mu r^2 X^2``,
     ``E[X'F'] = mu r XF + mu r^2 u X^2``, ``E[F'^2] = mu F^2 + 2 mu r u XF + mu r^2 u^2 X^2``.
-    Order-1 moments share one log scale and order-2 moments another.
+    Order-1 moments share one log scale and order-2 moments another. Numba kernel:
+    :func:`._moment_kernels.pdis_kernel`; numpy twin: :func:`_pdis_numpy`.
     """
+    T = pair.T
+    u, u_shift, u_div = _pdis_u(pair, u, u_shift, u_div)
+    v1, s1, v2, s2 = _k.pdis_kernel(
+        *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(pair.log_mu, T), _kernel_steps(pair.log_r, T),
+        _ro(u), _ro(u_shift), _ro(u_div), _ro(alpha), _ro(beta), _ro(pair.m_next), _ro(pair.m2_next), int(T),
+        _chunks(pair, nch),
+    )
+    return (float(v1), float(s1)), (float(v2), float(s2))
+
+
+def _pdis_numpy(pair: Pair, u, alpha, beta, u_shift=None, u_div=None):
+    """numpy twin of :func:`pdis` (the reference)."""
     T, S = pair.T, pair.S
     nxt = pair.mdp.next_context
+    u, u_shift, u_div = _pdis_u(pair, u, u_shift, u_div)
     X1 = pair.mdp.start[None].copy()
     F1 = np.zeros((1, S))
     X2 = pair.mdp.start[None].copy()
@@ -387,7 +553,7 @@ def pdis(pair: Pair, u: np.ndarray, alpha: np.ndarray, beta: np.ndarray):
         sh2 = float(_safe_max(np.stack(ls).reshape(1, -1), 1)[0])
         g1 = [np.exp(ls[k] - sh1) for k in range(2)]
         g2 = [np.exp(ls[k] - sh2) for k in range(3)]
-        ut = np.where(pair.mu[t] > 0, u[t], 0.0)
+        ut = np.where(pair.mu[t] > 0, (u[t if u.shape[0] > 1 else 0] - u_shift[t]) / u_div[t], 0.0)
         x1, f1 = X1[0][:, None], F1[0][:, None]
         x2, xf, f2 = X2[0][:, None], XF[0][:, None], F2[0][:, None]
         NX = x1 * g1[1]
@@ -418,7 +584,14 @@ def pdis(pair: Pair, u: np.ndarray, alpha: np.ndarray, beta: np.ndarray):
     return (float(acc1[0, 0]), float(o1[0])), (float(acc2[0, 0]), float(o2[0]))
 
 
-def wpdis_stats(pair: Pair):
+def _wpdis_undefined(t: int) -> ValueError:
+    return ValueError(
+        f"wpdis is undefined: E_mu[W_<=t] = 0 at step t={t} (the target puts no mass on the "
+        "behaviour's support)"
+    )
+
+
+def wpdis_stats(pair: Pair, *, nch: int | None = None):
     r"""Per-step quantities of the weighted per-decision estimator.
 
     With ``X_t = W_{<=t}`` (an ended sequence keeps its full ``W`` and has reward 0 after its end),
@@ -432,7 +605,28 @@ def wpdis_stats(pair: Pair):
     -------
     b, theta : float arrays (T,)
     c_val, c_scale : float arrays (T,) with ``c_t = c_val e^{c_scale}``
+
+    Raises
+    ------
+    ValueError
+        If some ``b_t = 0`` (wpdis undefined).
+
+    Notes
+    -----
+    Numba kernel: :func:`._moment_kernels.wpdis_kernel`; numpy twin: :func:`_wpdis_stats_numpy`.
     """
+    T = pair.T
+    b, theta, c_val, c_scale, bad = _k.wpdis_kernel(
+        *_common(pair), _kernel_steps(pair.log_mu, T), _kernel_steps(pair.log_r, T), _rewards(pair),
+        _ro(pair.m_next), int(T), _chunks(pair, nch),
+    )
+    if bad >= 0:
+        raise _wpdis_undefined(int(bad))
+    return b, theta, c_val, c_scale
+
+
+def _wpdis_stats_numpy(pair: Pair):
+    """numpy twin of :func:`wpdis_stats` (the reference)."""
     T, S = pair.T, pair.S
     nxt = pair.mdp.next_context
     rho = pair.mdp.step_reward
@@ -458,10 +652,7 @@ def wpdis_stats(pair: Pair):
         sc2 = s2 + sh2
         b[t] = P1.sum() + ended1
         if not b[t] > 0:
-            raise ValueError(
-                f"wpdis is undefined: E_mu[W_<=t] = 0 at step t={t} (the target puts no mass on the "
-                "behaviour's support)"
-            )
+            raise _wpdis_undefined(t)
         theta[t] = float((P1 * rew).sum()) / b[t]
         run = np.array([[float((P2 * (rew - theta[t])).sum())]])
         v, s = log_add(run, sc2, ended2 * (-theta[t]), e2s)
