@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/run.py                    # full suite (about 40 s on 2 cores)
-    python benchmarks/run.py --quick            # small sizes (about 15 s)
+    python benchmarks/run.py --quick            # small sizes (about 30 s)
     python benchmarks/run.py --json out.json    # also write every figure as JSON
     python benchmarks/run.py --backend cupy     # GPU figures (needs CuPy and a CUDA device)
 
