@@ -22,13 +22,13 @@ source is exercised without a GPU.
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from ._cupy import cuda_module, is_cupy_array, require_cupy
+from .._kernel_contract import kernel_table
 
 __all__ = [
     "ESTIMATOR_SOURCE",
@@ -365,15 +365,4 @@ def per_decision_columns(log_ratio, rewards):
     return _finish(eng, host, den * w, den, m)
 
 
-CUPY_KERNELS = types.MappingProxyType(
-    {
-        "log_weight": log_weight,
-        "prefix_log_weight": prefix_log_weight,
-        "clipped_log_weight": clipped_log_weight,
-        "geo_log_weight": geo_log_weight,
-        "count_above": count_above,
-        "token_linear": token_linear,
-        "per_decision": per_decision,
-        "per_decision_columns": per_decision_columns,
-    }
-)
+CUPY_KERNELS = kernel_table(globals())

@@ -20,12 +20,12 @@ sequential within a row, exactly as ``numpy.cumsum``.
 from __future__ import annotations
 
 import math
-import types
 
 import numba
 import numpy as np
 
 from ._numba_math import exp
+from .._kernel_contract import kernel_table
 
 __all__ = [
     "log_weight",
@@ -342,18 +342,7 @@ def per_decision_columns(log_ratio: np.ndarray, rewards: np.ndarray):
     return num, den, m
 
 
-NUMBA_KERNELS = types.MappingProxyType(
-    {
-        "log_weight": log_weight,
-        "prefix_log_weight": prefix_log_weight,
-        "clipped_log_weight": clipped_log_weight,
-        "geo_log_weight": geo_log_weight,
-        "count_above": count_above,
-        "token_linear": token_linear,
-        "per_decision": per_decision,
-        "per_decision_columns": per_decision_columns,
-    }
-)
+NUMBA_KERNELS = kernel_table(globals())
 
 
 def _warm(parallel: bool = True) -> None:  # pragma: no cover - exercised by the benchmarks

@@ -15,6 +15,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+from .._kernel_contract import kernel_table
 
 __all__ = [
     "log_weight",
@@ -120,18 +121,7 @@ def per_decision_columns(log_ratio: np.ndarray, rewards: np.ndarray) -> tuple[np
     return den * rewards, den, m
 
 
-NUMPY_KERNELS = types.MappingProxyType(
-    {
-        "log_weight": log_weight,
-        "prefix_log_weight": prefix_log_weight,
-        "clipped_log_weight": clipped_log_weight,
-        "geo_log_weight": geo_log_weight,
-        "count_above": count_above,
-        "token_linear": token_linear,
-        "per_decision": per_decision,
-        "per_decision_columns": per_decision_columns,
-    }
-)
+NUMPY_KERNELS = kernel_table(globals())
 
 #: Kernel tables by backend: numpy here, the compiled ones from :mod:`tokis._backends`.
 KERNELS: dict = {"numpy": NUMPY_KERNELS}
