@@ -55,7 +55,8 @@ from tokis import estimators as est  # noqa: E402
 from tokis._backends import _numba_estimators as nbk  # noqa: E402
 from tokis._backends import _numba_sample  # noqa: E402
 from tokis._backends._bandwidth import parallel_sum, read_bandwidth  # noqa: E402
-from tokis.envs import Policy, TokenMDP, exact, sample  # noqa: E402
+from tokis import exact  # noqa: E402
+from tokis.envs import Policy, TokenMDP, sample  # noqa: E402
 from tokis.envs._sample import _sample_numpy, sampling_tables  # noqa: E402
 from tokis.estimators import _weights, list_estimators  # noqa: E402
 

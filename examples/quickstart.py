@@ -5,7 +5,7 @@ Run: python examples/quickstart.py
 
 import numpy as np
 
-from tokis.envs import exact, ngram, perturb, random_policy, sample
+from tokis import exact, ngram, perturb, random_policy, sample
 
 KL_PER_TOKEN = 0.01
 

@@ -10,7 +10,7 @@ sys.path.insert(0, 'tests')
 import numpy as np
 from _cases import random_cases
 from _reference import enumerate_sequences
-from tokis.envs import exact
+from tokis import exact
 err = {}
 def upd(k, v):
     err[k] = max(err.get(k, 0.0), float(v))

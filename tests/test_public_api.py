@@ -3,11 +3,11 @@
 import inspect
 
 import tokis.envs as envs
-import tokis.envs.exact as exact
+import tokis.exact as exact
 import tokis.estimators as est
 
 ENVS = {
-    "TokenMDP", "Policy", "Rollouts", "sample", "exact", "iid", "ngram", "prefix_tree", "count_automaton",
+    "TokenMDP", "Policy", "Rollouts", "sample", "iid", "ngram", "prefix_tree", "count_automaton",
     "pattern_automaton", "parity_automaton", "last_token_automaton", "product", "random_policy", "perturb",
     "temperature", "top_k", "top_p", "round_logits", "RewardAutomaton", "lift_policy", "policy_context",
 }

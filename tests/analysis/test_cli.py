@@ -11,7 +11,7 @@ from tokis.analysis import Behavior, Family
 from tokis.analysis.divergence import divergence
 from tokis.analysis.mismatch import calibrate, mismatch
 from tokis.analysis._cli import build_parser, main
-from tokis.envs import exact
+from tokis import exact
 
 TINY = ["--n", "8", "--replications", "3", "--vocab", "3", "--no-progress"]
 PNG = b"\x89PNG\r\n\x1a\n"

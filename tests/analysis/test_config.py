@@ -8,7 +8,7 @@ import pytest
 from tokis import envs
 from tokis.analysis import Behavior, EstimatorSpec, Family, config_key, parse_estimator, parse_estimators
 from tokis.analysis._config import canonical_json
-from tokis.envs import exact
+from tokis import exact
 from tokis.estimators import REGISTRY
 
 

@@ -10,7 +10,7 @@ from scipy import stats
 from tokis import envs
 from tokis.analysis import monte_carlo, replication_seeds
 from tokis.analysis._harness import COLUMNS, summarise
-from tokis.envs import exact
+from tokis import exact
 
 from _reference import enumerate_sequences
 

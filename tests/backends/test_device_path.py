@@ -19,7 +19,7 @@ from _fake_cupy import DeviceArray, FakeCupy
 import tokis.estimators as est
 from tokis._backends import _cupy_estimators as ck
 from tokis.estimators import REGISTRY, _weights
-from tokis.estimators._input import prepare, prepare_log_ratio
+from tokis._core._batch import prepare, prepare_log_ratio
 from tokis.estimators._weights import resolve_backend
 
 SPECS = list(REGISTRY.values())

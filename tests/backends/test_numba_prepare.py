@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from tokis._backends import _numba_prepare
 from tokis._backends._numba_prepare import prepare_numba
-from tokis.estimators._input import prepare
+from tokis._core._batch import prepare
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SPECIAL = st.sampled_from([math.nan, math.inf, -math.inf])

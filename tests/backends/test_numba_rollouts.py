@@ -14,7 +14,7 @@ from _cases import random_cases, random_mdp, random_policy_pair
 
 from tokis._backends import _numba_sample
 from tokis.envs import Policy, TokenMDP, sample
-from tokis.envs._rng import STREAM_REWARD, uniforms
+from tokis._core._rng import STREAM_REWARD, uniforms
 
 FIELDS = ("tokens", "mask", "contexts", "logp_behavior", "logp_target", "rewards", "returns", "log_ratio",
           "lengths", "final_contexts")

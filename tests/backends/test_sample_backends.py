@@ -7,7 +7,7 @@ from _cases import random_cases, random_mdp, random_policy_pair
 from _cuda_emulation import compiler, emulate
 
 from tokis.envs import Policy, TokenMDP, sample
-from tokis.envs._rng import STREAM_TOKEN, run_key, uniforms
+from tokis._core._rng import STREAM_TOKEN, run_key, uniforms
 from tokis.envs._sample import _sample_numpy, sampling_tables
 from tokis._backends._cupy_sample import SAMPLE_SOURCE, launch_plan
 from tokis._backends._numba_rng import row_key, uniform_at

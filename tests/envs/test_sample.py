@@ -6,7 +6,7 @@ from _cases import random_cases, random_mdp, random_policy_pair
 from _reference import enumerate_sequences
 
 from tokis.envs import Policy, TokenMDP, sample
-from tokis.envs._rng import uniforms
+from tokis._core._rng import uniforms
 from tokis.envs._sample import _sample_numpy, sampling_tables
 
 Z = 5.0  # tolerance in exact standard errors; with ~100 cells per test the false-alarm rate is < 1e-4

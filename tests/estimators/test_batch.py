@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from tokis._backends._numba_prepare import prepare_numba
-from tokis.estimators import REGISTRY, _input
-from tokis.estimators._input import prepare, terminal_steps
+from tokis._core import _batch as _input
+from tokis.estimators import REGISTRY
+from tokis._core._batch import prepare, terminal_steps
 
 SPECS = list(REGISTRY.values())
 IDS = [s.name for s in SPECS]

@@ -8,13 +8,10 @@ the argument.
 from __future__ import annotations
 
 import functools
-import sys
 
-import numpy as np
+__all__ = ["require_cupy", "cuda_module", "CUDA_RNG"]
 
-__all__ = ["require_cupy", "cuda_module", "is_cupy_array", "cupy_namespace", "array_module", "to_host", "CUDA_RNG"]
-
-# SplitMix64 chain of tokis.envs._rng as CUDA C (wrapping unsigned 64-bit arithmetic).
+# SplitMix64 chain of tokis._core._rng as CUDA C (wrapping unsigned 64-bit arithmetic).
 # (h >> 11) < 2**53 converts to double exactly and 1 / 2**53 is exact, so the uniform is the
 # numpy reference's value bit for bit.
 CUDA_RNG = r"""
@@ -51,29 +48,3 @@ def cuda_module(source: str):
     """Compile ``source`` once per process (CuPy also caches the binary on disk)."""
     cupy = require_cupy()
     return cupy.RawModule(code=source)
-
-
-def is_cupy_array(x) -> bool:
-    """True for a ``cupy.ndarray`` (without importing CuPy when it is not loaded)."""
-    return type(x).__module__.split(".")[0] == "cupy"
-
-
-def cupy_namespace():
-    """The ``cupy`` module itself (numpy's API on the device), for arrays that are already cupy.
-
-    Only called once a cupy array has been seen, so CuPy is importable; no device check.
-    """
-    module = sys.modules.get("cupy")
-    if module is None:  # pragma: no cover - a cupy array implies the module is loaded
-        import cupy as module
-    return module
-
-
-def array_module(x):
-    """``cupy`` for a cupy array, else ``numpy`` (as ``cupy.get_array_module``, without importing CuPy)."""
-    return cupy_namespace() if is_cupy_array(x) else np
-
-
-def to_host(x):
-    """A numpy copy of a cupy array (one device-to-host transfer); numpy input is returned as is."""
-    return x.get() if is_cupy_array(x) else x

@@ -6,7 +6,7 @@ by one warp: lane ``j`` takes steps ``j, j + 32, ...`` (coalesced loads), the wa
 its lanes with shuffles (sums, maxima, and a warp-wide inclusive scan for prefix
 log-weights), and lane 0 writes the row's pieces; a second sweep over the row (the sum of
 max-shifted exponentials) hits the cache. Results stay on the device for cupy input (what
-:func:`tokis.estimators._input.prepare` hands over for cupy input with ``backend="cupy"`` or
+:func:`tokis._core._batch.prepare` hands over for cupy input with ``backend="cupy"`` or
 ``"auto"``, after validating it on the device); numpy input (``backend="cupy"`` with numpy
 arrays) is copied to the device and the results copied back.
 
@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._cupy import cuda_module, is_cupy_array, require_cupy
+from .._core._xp import is_cupy_array
+from ._cupy import cuda_module, require_cupy
 from .._kernel_contract import kernel_table
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..envs._rng import STREAM_TOKEN, run_key
+from .._core._rng import STREAM_TOKEN, run_key
 from ._cupy import CUDA_RNG, cuda_module, require_cupy
 from ._tables import eos_index, start_table, step_tables
 

@@ -1,7 +1,7 @@
 """Estimator input validation in one numba pass, for ``backend="numba"``.
 
-:func:`prepare_numba` returns the same :class:`tokis.estimators._input.Batch` as
-:func:`tokis.estimators._input.prepare` (the reference), but reads each (n, T) input once:
+:func:`prepare_numba` returns the same :class:`tokis._core._batch.Batch` as
+:func:`tokis._core._batch.prepare` (the reference), but reads each (n, T) input once:
 one parallel sweep per row checks for NaN/+inf at real tokens and non-finite rewards,
 counts the row's tokens, finds its last real step (where a terminal reward is received),
 sums the returns, and notes whether any masked entry is non-zero. Only then, and only if
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._core._batch import Batch, prepare
 from ._numba_estimators import PARALLEL_MIN_ELEMENTS
 
 __all__ = ["prepare_numba"]
@@ -134,10 +135,8 @@ def prepare_numba(log_ratio, rewards, mask=None):
 
     Returns
     -------
-    tokis.estimators._input.Batch
+    tokis._core._batch.Batch
     """
-    from ..estimators._input import Batch, prepare
-
     if not (_plain(log_ratio, (2,)) and _plain(rewards, (1, 2)) and min(log_ratio.shape) >= 1):
         return prepare(log_ratio, rewards, mask)
     n, T = log_ratio.shape

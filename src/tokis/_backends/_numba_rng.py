@@ -1,4 +1,4 @@
-"""The counter-based generator of :mod:`tokis.envs._rng`, compiled with numba.
+"""The counter-based generator of :mod:`tokis._core._rng`, compiled with numba.
 
 ``mix64`` is SplitMix64's step (add the golden gamma, then the finaliser) in wrapping uint64
 arithmetic; every constant and shift amount is a ``np.uint64`` so numba never promotes to a

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..envs._rng import STREAM_REWARD, STREAM_TOKEN, run_key
+from .._core._rng import STREAM_REWARD, STREAM_TOKEN, run_key
 from ._numba_rng import row_key, uniform_at
 from ._tables import eos_index, start_table, step_tables
 

@@ -1,7 +1,7 @@
 """Inputs shared by the compiled samplers: the start-context table and per-step CDF views.
 
 Every backend draws token ``t`` of sequence ``i`` by inverse CDF from the counter-based
-uniform ``u(seed, STREAM_TOKEN, i, t)`` (:mod:`tokis.envs._rng`), and the start context from
+uniform ``u(seed, STREAM_TOKEN, i, t)`` (:mod:`tokis._core._rng`), and the start context from
 ``u(seed, STREAM_TOKEN, i, T)``. The reference rule (``tokis.envs._sample._sample_numpy``) is
 
     token = #{a : cdf[c, a] <= u},

@@ -200,7 +200,7 @@ def _report_counts(table, t0):
 
 
 def _cmd_horizon(a) -> int:
-    from .horizon import DEFAULT_BEHAVIOR, horizon, overtakes
+    from ._horizon import DEFAULT_BEHAVIOR, horizon, overtakes
 
     fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
     specs, Ts = parse_estimators(a.estimators), parse_horizons(a.horizons)
@@ -223,7 +223,7 @@ def _cmd_horizon(a) -> int:
 
 
 def _cmd_divergence(a) -> int:
-    from .divergence import divergence
+    from ._divergence import divergence
 
     fam = _family(a)
     beh = _behavior(a, Behavior())
@@ -248,7 +248,7 @@ def _cmd_divergence(a) -> int:
 
 
 def _cmd_mismatch(a) -> int:
-    from .mismatch import mismatch
+    from ._mismatch import mismatch
 
     fam = _family(a)
     specs = parse_estimators(a.estimators)
@@ -268,7 +268,7 @@ def _cmd_mismatch(a) -> int:
 
 
 def _cmd_growth(a) -> int:
-    from .growth import DEFAULT_BEHAVIOR, growth
+    from ._growth import DEFAULT_BEHAVIOR, growth
 
     fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
     spec = parse_estimator(a.estimator)

@@ -19,7 +19,7 @@ Monte Carlo mean against the exact mean using the exact standard deviation of th
 
 .. math:: z = \frac{\bar J - E[\hat J]}{\mathrm{sd}(\hat J)/\sqrt R}.
 
-Exact values come from :func:`tokis.envs.exact.moments` (method ``"exact"``, ``"asymptotic"``
+Exact values come from :func:`tokis.exact.moments` (method ``"exact"``, ``"asymptotic"``
 for self-normalised estimators, or ``"enumeration"``); where no exact method applies the exact
 columns are NaN and the method is ``"none"`` -- they are never filled in by sampling.
 
@@ -90,7 +90,7 @@ def replication_seeds(seed, replications) -> list[int]:
     -------
     list of int, length R
     """
-    from ..envs._rng import check_seed
+    from .._core._rng import check_seed
 
     seed = check_seed(seed)
     R = _positive_int(replications, "replications")
@@ -99,7 +99,7 @@ def replication_seeds(seed, replications) -> list[int]:
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
-    from .._validate import check_positive_int
+    from .._core._validate import check_positive_int
 
     return check_positive_int(value, name, minimum)
 
@@ -135,9 +135,9 @@ def exact_columns(mdp, target, behavior, spec, n: int) -> dict:
     dict
         ``method``, ``exact_mean``, ``exact_bias``, ``exact_std`` (std of the estimate at n),
         ``exact_mse`` and ``exact_note``; NaN values and method ``"none"`` (the reason in
-        ``exact_note``) when :func:`tokis.envs.exact.moments` has no exact method.
+        ``exact_note``) when :func:`tokis.exact.moments` has no exact method.
     """
-    from ..envs import exact
+    from .. import exact
 
     try:
         m = exact.moments(mdp, target, behavior, spec.name, n=n, **spec.kwargs)
@@ -281,8 +281,8 @@ def monte_carlo(mdp, target, behavior, estimators, *, n, replications, seed=0, b
     >>> mu = envs.perturb(pi, kl=0.05)
     >>> table = monte_carlo(mdp, pi, mu, ["seq", "tok", "clip_tok:c=2"], n=64, replications=50)
     """
-    from ..envs import exact
-    from ..envs._rng import check_seed
+    from .. import exact
+    from .._core._rng import check_seed
 
     specs = parse_estimators(estimators)
     n = _positive_int(n, "n")

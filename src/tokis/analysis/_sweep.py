@@ -93,7 +93,7 @@ def point_columns(mdp, target, behavior) -> dict:
         ``token_kl_mu`` (per-token KL(μ‖π) under :math:`d^\mu`, finite under truncation);
         ``missing_mass`` (π-probability of sequences μ cannot produce).
     """
-    from ..envs import exact
+    from .. import exact
 
     d = exact.divergences(mdp, target, behavior)
     rev = exact.token_divergence(mdp, behavior, target, kind="kl", under="target")
@@ -154,8 +154,8 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
         row per cell in point-major order. ``attrs`` holds ``total`` (cells), ``cached`` (read
         from the store) and ``computed`` (computed by this call; ``total - cached``).
     """
-    from .._validate import check_positive_int
-    from ..envs._rng import check_seed
+    from .._core._validate import check_positive_int
+    from .._core._rng import check_seed
 
     specs = parse_estimators(estimators)
     n = check_positive_int(n, "n")

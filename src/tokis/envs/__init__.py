@@ -1,6 +1,5 @@
-"""Token MDPs, policies, builders, behaviour-policy models, exact dynamic programs and sampling."""
+"""Token MDPs, policies, builders, behaviour-policy models and sampling (exact DP: :mod:`tokis.exact`)."""
 
-from . import exact
 from ._behavior import perturb, round_logits, temperature, top_k, top_p
 from ._builders import (
     count_automaton,
@@ -25,7 +24,6 @@ __all__ = [
     "Policy",
     "Rollouts",
     "sample",
-    "exact",
     "iid",
     "ngram",
     "prefix_tree",

@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from .._validate import as_float_array, check_int
+from .._core._validate import as_float_array, check_int
 from ._policy import Policy, as_policy
 
 __all__ = ["perturb", "temperature", "top_k", "top_p", "round_logits", "round_to_format", "FORMATS"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import as_int_array, check_finite, check_int, check_positive_int
+from .._core._validate import as_int_array, check_finite, check_int, check_positive_int
 from ._mdp import TokenMDP
 from ._policy import Policy, as_policy
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import (
+from .._core._validate import (
     as_float_array,
     as_int_array,
     check_finite,

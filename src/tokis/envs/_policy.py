@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array
+from .._core._validate import as_float_array
 
 __all__ = ["Policy", "log_softmax"]
 

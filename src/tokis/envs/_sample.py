@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_positive_int
+from .._core._validate import check_positive_int
 from ._mdp import TokenMDP
 from ._policy import Policy, as_policy
-from ._rng import STREAM_REWARD, STREAM_TOKEN, check_seed, uniforms
+from .._core._rng import STREAM_REWARD, STREAM_TOKEN, check_seed, uniforms
 
 __all__ = ["Rollouts", "sample", "sampling_tables", "BACKENDS"]
 

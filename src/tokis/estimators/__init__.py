@@ -38,7 +38,7 @@ from ._estimators import (
     trunc_seq,
     wpdis,
 )
-from ._input import BACKENDS
+from .._core._validate import BACKENDS
 from ._registry import REGISTRY, EstimatorSpec, get_estimator, list_estimators
 
 __all__ = [

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._backends._cupy import to_host
-from ._input import check_band, check_c, input_library, prepare_log_ratio
+from .._core._xp import to_host
+from .._core._batch import input_library, prepare_log_ratio
+from .._core._validate import check_band, check_c
 from ._psis import psis_smooth
 from ._reduce import kish
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 
-from .._backends._cupy import to_host
+from .._core._xp import to_host
 from .._backends._numba_prepare import prepare_numba
 from ._estimate import Estimate
-from ._input import Batch, check_backend, check_backend_name, check_band, check_c, check_flag, input_library, prepare
+from .._core._batch import Batch, input_library, prepare
+from .._core._validate import check_backend_name, check_band, check_c, check_flag
+from ._input import check_backend
 from ._psis import khat_threshold, psis_smooth
 from ._reduce import kish, mean_reduce, ratio_reduce, sum_of_ratios_reduce
 from ._weights import get_kernels

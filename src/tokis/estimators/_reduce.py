@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._backends._cupy import array_module
+from .._core._xp import array_module
 
 __all__ = ["MeanResult", "RatioResult", "scaled_terms", "mean_reduce", "ratio_reduce", "sum_of_ratios_reduce", "kish"]
 

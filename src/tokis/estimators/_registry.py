@@ -30,7 +30,7 @@ class EstimatorSpec:
     params : Mapping[str, Any]
         Parameter names and their defaults.
     exact_moments : str
-        How ``tokis.envs.exact.moments`` gets the mean and variance: ``"exact"`` (a finite
+        How ``tokis.exact.moments`` gets the mean and variance: ``"exact"`` (a finite
         forward recursion), ``"asymptotic"`` (delta method, exact numbers for the leading
         order) or ``"enumeration"`` (no recursion; only by enumerating sequences).
     level : str

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from .._mdp import TokenMDP
-from .._policy import Policy
+from ..envs._mdp import TokenMDP
+from ..envs._policy import Policy
 from . import _moment_kernels as _k
 from ._dp import _eos_index, _steps
 

@@ -14,7 +14,7 @@ from _cases import random_cases, random_mdp, random_policy_pair
 from _reference import enumerate_sequences
 
 from tokis.envs import Policy, TokenMDP
-from tokis.envs.exact import (
+from tokis.exact import (
     Divergences,
     divergences,
     log_second_moment,
@@ -282,7 +282,7 @@ def test_iid_long_horizon(rng):
 
 
 def test_long_horizon_with_eos_matches_linear_pass_and_numpy_twin(rng):
-    from tokis.envs.exact import _dp
+    from tokis.exact import _dp
 
     mdp = random_mdp(rng, S=6, V=4, T=300, eos=True, multi_start=True)
     pi, mu = random_policy_pair(rng, mdp, shift=0.4)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import check_int
+
 __all__ = ["GOLDEN", "MIX1", "MIX2", "STREAM_TOKEN", "STREAM_REWARD", "mix64", "run_key", "uniforms", "check_seed"]
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -38,8 +40,6 @@ def mix64(z):
 
 def check_seed(seed) -> int:
     """Validate a seed: an integer in [0, 2**64)."""
-    from .._validate import check_int
-
     s = check_int(seed, "seed")
     if not 0 <= s < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {s}")

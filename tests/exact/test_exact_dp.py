@@ -13,8 +13,8 @@ from _cases import random_cases, random_mdp, random_policy_pair
 from _reference import enumerate_sequences
 
 from tokis.envs import Policy, TokenMDP
-from tokis.envs.exact import final_distribution, occupancy, q_values, state_values, value
-from tokis.envs.exact import _dp
+from tokis.exact import final_distribution, occupancy, q_values, state_values, value
+from tokis.exact import _dp
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 

@@ -18,7 +18,7 @@ from _reference import enumerate_sequences
 
 import tokis.estimators as estimators
 from tokis.envs import Policy, TokenMDP
-from tokis.envs.exact import (
+from tokis.exact import (
     Moments,
     TokBiasDecomposition,
     moments,
@@ -434,7 +434,7 @@ def test_population_ess(k):
 
 
 def test_population_ess_is_inverse_second_moment_under_full_support():
-    from tokis.envs.exact import divergences, log_second_moment
+    from tokis.exact import divergences, log_second_moment
 
     mdp, pi, mu, _ = CASES[5]
     lsm = log_second_moment(mdp, pi, mu)
@@ -462,9 +462,9 @@ def test_statistic_matches_estimator_samples(name):
 @pytest.mark.parametrize("name,params", [("snis", {}), ("wpdis", {}), ("trunc_seq", {"c": "ionides"})])
 @pytest.mark.parametrize("mismatch", [False, True])
 def test_finite_n_vectorised_matches_estimator(name, params, mismatch):
-    from tokis.envs.exact._enumerate import enumerate_outcomes
-    from tokis.envs.exact._finite_n import finite_n_moments
-    from tokis.envs.exact._recursions import prepare
+    from tokis.exact._enumerate import enumerate_outcomes
+    from tokis.exact._finite_n import finite_n_moments
+    from tokis.exact._recursions import prepare
 
     mdp, pi, mu = _tiny(3, noise=True)
     if mismatch:  # pi = 0 on a token mu emits: some weights are 0, some batches all-zero
@@ -539,7 +539,7 @@ def test_param_type(small):
 
 
 def test_missing_params_without_registry(small, monkeypatch):
-    import tokis.envs.exact._moments as mod
+    import tokis.exact._moments as mod
 
     monkeypatch.setattr(mod, "_registry_defaults", lambda name: None)
     with pytest.raises(ValueError, match="needs parameter.*c"):
@@ -549,7 +549,7 @@ def test_missing_params_without_registry(small, monkeypatch):
 
 
 def test_missing_params_with_registry(small, monkeypatch):
-    import tokis.envs.exact._moments as mod
+    import tokis.exact._moments as mod
 
     monkeypatch.setattr(mod, "_registry_defaults", lambda name: {"c": 2.0})
     assert moments(*small, "clip_prod").params["c"] == 2.0

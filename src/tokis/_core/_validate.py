@@ -6,6 +6,7 @@ Every failure raises ``ValueError`` or ``TypeError`` naming the argument.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -18,6 +19,12 @@ __all__ = [
     "check_positive_int",
     "check_shape",
     "check_probability_vector",
+    "BACKENDS",
+    "check_backend_name",
+    "check_real",
+    "check_c",
+    "check_band",
+    "check_flag",
 ]
 
 
@@ -95,3 +102,59 @@ def check_probability_vector(p: np.ndarray, name: str, atol: float = 1e-9) -> np
     if abs(total - 1.0) > atol:
         raise ValueError(f"{name} must sum to 1 (a probability vector), sums to {total!r}")
     return p / total
+
+
+BACKENDS = ("auto", "numpy", "numba", "cupy")
+
+
+def check_backend_name(backend) -> str:
+    """Check that ``backend`` is one of :data:`BACKENDS` (TypeError / ValueError otherwise)."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def check_real(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    return value
+
+
+def check_c(c, name: str = "c", *, allow_ionides: bool = False):
+    """Return the truncation level ``c > 0`` as a float (``inf`` allowed), or ``"ionides"``."""
+    if isinstance(c, str):
+        if allow_ionides and c == "ionides":
+            return "ionides"
+        want = "a positive number or 'ionides'" if allow_ionides else "a positive number"
+        raise (ValueError if allow_ionides else TypeError)(f"{name} must be {want}, got {c!r}")
+    value = check_real(c, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def check_band(lo, hi) -> tuple[float, float]:
+    """Return ``(lo, hi)`` with ``0 <= lo <= hi``; ``lo`` finite, ``hi`` may be inf."""
+    lo = check_real(lo, "lo")
+    hi = check_real(hi, "hi")
+    if lo < 0 or math.isinf(lo):
+        raise ValueError(f"lo must be a finite number >= 0, got {lo!r}")
+    if lo > hi:
+        raise ValueError(f"lo must be <= hi, got lo={lo!r} > hi={hi!r}")
+    return lo, hi
+
+
+def check_flag(value, name: str) -> bool:
+    """Return ``value`` as a bool, rejecting anything that is not a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

@@ -1,4 +1,4 @@
-"""The numba moment kernels against their numpy twins (tokis.envs.exact._recursions).
+"""The numba moment kernels against their numpy twins (tokis.exact._recursions).
 
 Each engine (additive, multiplicative, pdis, wpdis_stats) has a numba implementation (the one
 ``moments`` runs) and a numpy reference ``_*_numpy``; both are checked against brute-force
@@ -21,8 +21,8 @@ import pytest
 from _cases import random_cases, random_mdp, random_policy_pair
 
 from tokis.envs import Policy, TokenMDP
-from tokis.envs.exact import _moment_kernels as kernels
-from tokis.envs.exact import _recursions as rec
+from tokis.exact import _moment_kernels as kernels
+from tokis.exact import _recursions as rec
 
 RTOL = 1e-12
 

@@ -45,7 +45,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ..._validate import check_positive_int
+from .._core._validate import check_positive_int
 from ._dp import _backward, _forward, check_pair
 from ._enumerate import enumerate_outcomes, statistic
 from ._finite_n import finite_n_moments

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._mdp import TokenMDP
-from .._policy import Policy, as_policy
+from ..envs._mdp import TokenMDP
+from ..envs._policy import Policy, as_policy
 
 __all__ = ["occupancy", "final_distribution", "state_values", "q_values", "value", "check_pair"]
 

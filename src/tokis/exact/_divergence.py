@@ -131,7 +131,7 @@ def token_divergence(mdp, target, behavior, *, kind: str = "kl", under: str = "t
 
     .. math:: \bar D = \frac{\sum_t \sum_c d_t(c)\, D_t(c)}{\sum_t \sum_c d_t(c)}
 
-    where :math:`d` is the occupancy (:func:`~tokis.envs.exact.occupancy`) of the policy named
+    where :math:`d` is the occupancy (:func:`~tokis.exact.occupancy`) of the policy named
     by ``under``; the denominator is that policy's expected length :math:`E[L]`. This is the
     average divergence per emitted token, the quantity practitioners log per token.
 
