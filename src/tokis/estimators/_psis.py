@@ -92,6 +92,19 @@ def psis_smooth(log_w: np.ndarray) -> tuple[np.ndarray, float, int]:
     weight), then truncated at the largest raw weight. Everything is relative to the largest
     weight, so log-weights of any magnitude work.
 
+    The result depends only on the multiset of log-weights, never on the order of the rows:
+
+    * Tail membership is decided by value. The tail is every weight strictly above ``u``
+      (and above the smallest normal float times the largest weight, below which the
+      exceedance underflows); a group of weights tied with ``u`` stays wholly outside it, so
+      the tail may hold fewer than ``M`` weights.
+    * Tied weights get equal smoothed weights. The expected order statistics are computed
+      in sorted order and then every group of equal log-weights in the tail receives the
+      arithmetic mean, in weight space (relative to the largest weight, so every term is in
+      ``(0, 1]``), of the values its members were given. Without this the ``z``-th order
+      statistic would go to whichever tied row the sort placed ``z``-th, which matters as
+      soon as tied rows carry different returns.
+
     Parameters
     ----------
     log_w : float64 (n,)
@@ -102,10 +115,21 @@ def psis_smooth(log_w: np.ndarray) -> tuple[np.ndarray, float, int]:
     smoothed : float64 (n,)
         Smoothed log-weights (a copy; equal to ``log_w`` when nothing was smoothed).
     khat : float
-        Estimated Pareto shape. ``inf`` when ``M < 5`` (too few draws to assess the tail,
-        the convention of the ``loo`` package) or when every weight is zero; ``-inf`` when
-        fewer than 5 weights exceed the threshold (the largest weights are tied: a bounded
-        tail, nothing to smooth).
+        Estimated Pareto shape, with these conventions where no fit is made (nothing is then
+        smoothed, ``tail = 0``):
+
+        * ``inf`` when ``M < 5`` (``n < 21``: too few draws to assess the tail, the
+          convention of the ``loo`` package) or when every weight is zero;
+        * ``-inf`` when no weight exceeds the threshold, i.e. the ``M + 1`` largest weights
+          are all tied at the maximum: a bounded tail (the largest weight's share is at most
+          ``1 / (M + 1)``), nothing to smooth;
+        * ``inf`` when between 1 and 4 weights exceed the threshold: too few distinct tail
+          values to fit, typically because a handful of rows hold essentially all the
+          weight -- in the extreme one log-weight exceeds every other by about 709 or more,
+          so that every other weight underflows relative to it. This is the least reliable
+          case, so it is reported as unassessable (``inf``, above any threshold), never as a
+          light tail;
+        * ``inf`` when the fit itself fails (non-finite profile likelihood everywhere).
     tail : int
         Number of weights replaced.
     """
@@ -118,19 +142,29 @@ def psis_smooth(log_w: np.ndarray) -> tuple[np.ndarray, float, int]:
     top = float(log_w[finite].max())
     x = log_w - top
     order = np.argsort(x, kind="stable")
+    # threshold u = the (M+1)-th largest value; tail = every value strictly above it (by
+    # value: a tie group at u is wholly outside), floored where exp(x) would be subnormal
     cutoff = max(float(x[order[n - M - 1]]), math.log(np.finfo(np.float64).tiny))
     tail_idx = order[n - M :]
     tail_idx = tail_idx[x[tail_idx] > cutoff]
     exceed = np.exp(x[tail_idx]) - math.exp(cutoff)
     keep = exceed > 0
     tail_idx, exceed = tail_idx[keep], exceed[keep]
-    if exceed.shape[0] < 5:
+    size = exceed.shape[0]
+    if size == 0:  # the M + 1 largest weights are tied: bounded tail
         return log_w, -math.inf, 0
+    if size < 5:  # a few rows above a tie group or above underflow: cannot assess
+        return log_w, math.inf, 0
     k, sigma = gpd_fit(exceed)
     if not math.isfinite(k):
         return log_w, math.inf, 0
-    size = exceed.shape[0]
     p = (np.arange(1, size + 1, dtype=np.float64) - 0.5) / size
     smoothed = np.minimum(math.exp(cutoff) + gpd_quantile(p, k, sigma), 1.0)
+    # tied log-weights (contiguous in sorted order) share the mean of their smoothed weights
+    vals = x[tail_idx]
+    starts = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1]])
+    if starts.shape[0] < size:
+        counts = np.diff(np.r_[starts, size])
+        smoothed = np.repeat(np.add.reduceat(smoothed, starts) / counts, counts)
     x[tail_idx] = np.log(smoothed)
     return x + top, k, size
