@@ -52,29 +52,50 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))  # run from a checkout witho
 import numba  # noqa: E402
 
 from tokis import estimators as est  # noqa: E402
-from tokis._backends import _numba_estimators as nbk  # noqa: E402
+from tokis._backends import _numba_forms as nbf  # noqa: E402
 from tokis._backends import _numba_sample  # noqa: E402
 from tokis._backends._bandwidth import parallel_sum, read_bandwidth  # noqa: E402
 from tokis import exact  # noqa: E402
 from tokis.envs import Policy, TokenMDP, sample  # noqa: E402
 from tokis.envs._sample import _sample_numpy, sampling_tables  # noqa: E402
-from tokis.estimators import _weights, list_estimators  # noqa: E402
+from tokis.estimators import _evaluate, list_estimators  # noqa: E402
+from tokis._core._batch import prepare  # noqa: E402
 
 ESTIMATORS = tuple(list_estimators())  # the one registry
 
-# kernel-level workloads: the (n, T) pass each estimator family makes, on validated arrays,
-# with the inputs each one reads (for bytes per second)
+# kernel-level workloads: the (n, T) pass of each form family, on a validated Batch, with the
+# inputs each one reads (for bytes per second). numba runs the family kernel with the estimator's
+# token map compiled in; numpy and cupy run the form's array path.
+
+
+def _pd_pass(batch, be):
+    form = est.pdis.form
+    if be == "numba":
+        return nbf.per_decision(nbf.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
+                                batch.rewards, ())
+    return _evaluate._per_decision_pieces(batch.xp, form.prefix_log_weights(batch.xp, batch, {}), batch.rewards)
+
+
+def _pd_columns_pass(batch, be):
+    form = est.wpdis.form
+    if be == "numba":
+        return nbf.per_decision_columns(nbf.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
+                                        batch.rewards, ())
+    prefix = form.prefix_log_weights(batch.xp, batch, {})
+    m = prefix.max(axis=0)
+    den = batch.xp.exp(prefix - m[None, :])
+    return den * batch.rewards, den, m
+
+
 KERNEL_CASES = {
-    "seq (log_weight)": (lambda k, b: k.log_weight(b["log_ratio"]), ("log_ratio",)),
-    "tok (token_linear)": (lambda k, b: k.token_linear(b["log_ratio"], b["mask"]), ("log_ratio", "mask")),
-    "clip_prod (clipped_log_weight)": (
-        lambda k, b: k.clipped_log_weight(b["log_ratio"], b["mask"], math.log(2.0)), ("log_ratio", "mask")),
-    "mask_tok (token_linear band)": (
-        lambda k, b: k.token_linear(b["log_ratio"], b["mask"], log_lo=math.log(0.5), log_hi=math.log(2.0)),
-        ("log_ratio", "mask")),
-    "pdis (per_decision)": (lambda k, b: k.per_decision(b["log_ratio"], b["rewards"]), ("log_ratio", "rewards")),
-    "wpdis (per_decision_columns)": (
-        lambda k, b: k.per_decision_columns(b["log_ratio"], b["rewards"]), ("log_ratio", "rewards")),
+    "seq (token product)": (lambda b, be: _evaluate._token_product(est.seq.form, b, {}, be), ("log_ratio",)),
+    "tok (token sum)": (lambda b, be: _evaluate._token_sum(est.tok.form, b, {}, be), ("log_ratio", "mask")),
+    "clip_prod (token product, clipped)": (
+        lambda b, be: _evaluate._token_product(est.clip_prod.form, b, {"c": 2.0}, be), ("log_ratio", "mask")),
+    "mask_tok (token sum, band)": (
+        lambda b, be: _evaluate._token_sum(est.mask_tok.form, b, {"lo": 0.5, "hi": 2.0}, be), ("log_ratio", "mask")),
+    "pdis (per-decision)": (_pd_pass, ("log_ratio", "rewards")),
+    "wpdis (per-decision columns)": (_pd_columns_pass, ("log_ratio", "rewards")),
 }
 
 # public calls: rewards per step as tokis.envs.sample returns them (all estimators), and
@@ -194,7 +215,8 @@ _COMPILE_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from tokis._backends import _numba_estimators as nbk, _numba_prepare as nbp, _numba_sample as nbs
+from tokis._backends import _numba_forms as nbf, _numba_prepare as nbp, _numba_sample as nbs
+from tokis import estimators as est
 
 x = np.zeros((4, 8)); m = np.ones((4, 8), dtype=bool); e = np.empty(4); k = np.empty(4, dtype=np.int64)
 tok = np.empty((4, 8), dtype=np.int64)
@@ -202,8 +224,8 @@ s = (np.ones((1, 2, 3)), np.ones(2), np.zeros((2, 3), dtype=np.int64), np.int64(
 cases = [
     ("sampler (rows)", nbs._sample_rows, s + (0, 4)),
     ("sampler (parallel driver)", nbs._sample_par, s),
-    ("log_weight (rows)", nbk._row_sum_rows, (x, e, 0, 4)),
-    ("log_weight (parallel driver)", nbk._row_sum_par, (x, e, 2)),
+    ("token product family, seq's map (driver)", lambda: nbf.token_product(
+        nbf.compile_map(est.seq.form.token), x, m, True, (), False), ()),
     ("validation sweep (rows)", nbp._check_rows,
      (x, m, True, x, True, k.copy(), e, k, np.empty(4, dtype=np.int8), np.empty(4, dtype=np.int8), 0, 4)),
 ]
@@ -214,9 +236,10 @@ if sys.argv[1] == "0":
          (pad, pad.copy(), np.ones((1, 2, 3)), np.ones((1, 2, 3)), True, np.ones((2, 3)), np.ones(2),
           np.zeros((2, 3), dtype=np.int64), False, np.uint64(1), m.copy(), x.copy(), x.copy(), x.copy(), x.copy(),
           k.copy(), k.copy(), e.copy(), 0, 4)),
-        ("token_linear (rows)", nbk._token_linear_rows, (x, m, 1.0, -1.0, 1.0, True, e, e.copy(), k, 0, 4)),
-        ("per_decision (rows)", nbk._per_decision_rows, (x, x, e, e.copy(), 0, 4)),
-        ("per_decision_columns (rows)", nbk._prefix_max_rows, (x, x.copy(), np.empty(8), 0, 4)),
+        ("token sum family, tok's map (driver)", lambda: nbf.token_sum(
+            nbf.compile_map(est.tok.form.token), x, m, True, (), 1.0, False), ()),
+        ("per-decision family, pdis' map (driver)", lambda: nbf.per_decision(
+            nbf.compile_map(est.pdis.form.token), x, m, True, x, ()), ()),
     ]
 out = []
 for name, f, args in cases:
@@ -348,14 +371,13 @@ def _device_inputs(b, data):
     return {k: cupy.asarray(v) for k, v in data.items()}
 
 
-def _kernel_tables(backends) -> dict:
-    tables = {"numpy": _weights.get_kernels("numpy"), "numba": _weights.get_kernels("numba")
-              if "numba" in _weights.KERNELS else nbk}
+def _kernel_batches(backends, data) -> dict:
+    """A validated Batch per backend (cupy: on the device), as the public call builds it."""
+    host = prepare(data["log_ratio"], data["rewards"], data["mask"])
+    out = {"numpy": host, "numba": host}
     if "cupy" in backends:
-        from tokis._backends import _cupy_estimators
-
-        tables["cupy"] = _cupy_estimators
-    return tables
+        out["cupy"] = _evaluate.load_batch(data["log_ratio"], data["rewards"], data["mask"], "cupy")[0]
+    return out
 
 
 def _nbytes(data, keys) -> int:
@@ -373,8 +395,7 @@ def estimator_bench(backends, quick: bool, repeats: int):
     rng = np.random.default_rng(1)
     sizes = [(8192, 512)] if quick else [(4096, 256), (16384, 512)]
     public = _public_backends(backends)
-    nbk._warm(parallel=True)
-    tables = _kernel_tables(backends)
+    kernel_backends = ["numpy", "numba"] + (["cupy"] if "cupy" in backends else [])
     kernel_rows, call_rows, peer_rows, bw_rows = [], [], [], []
 
     def bandwidths(nbytes, which):
@@ -384,9 +405,9 @@ def estimator_bench(backends, quick: bool, repeats: int):
         return out
 
     def kernel_level(data, bw, which):
+        batches = _kernel_batches(which, data)
         for case, (fn, reads) in KERNEL_CASES.items():
-            fns = {b: (lambda fn=fn, table=tables[b], d=_device_inputs(b, data): fn(table, d), _sync_for(b))
-                   for b in which}
+            fns = {b: (lambda fn=fn, batch=batches[b], b=b: fn(batch, b), _sync_for(b)) for b in which}
             nbytes = _nbytes(data, reads)
             for b, r in timed(fns, repeats).items():
                 kernel_rows.append({"case": case, "backend": b, "n": n, "T": T, "seconds": r["median"],
@@ -397,7 +418,7 @@ def estimator_bench(backends, quick: bool, repeats: int):
     for n, T in sizes:
         data = _estimator_inputs(rng, n, T)
         bw = bandwidths(data["log_ratio"].nbytes, ["numba", "numpy"] + (["cupy"] if "cupy" in backends else []))
-        kernel_level(data, bw, list(tables))
+        kernel_level(data, bw, kernel_backends)
         # public functions end to end (validation + kernels + reductions)
         for form, key, names in CALL_FORMS:
             nbytes = _nbytes(data, ("log_ratio", key, "mask"))
@@ -438,6 +459,37 @@ def estimator_bench(backends, quick: bool, repeats: int):
 # ---------------------------------------------------------------------------------------------
 # exact DP
 # ---------------------------------------------------------------------------------------------
+
+
+def gradient_bench(quick: bool, repeats: int) -> list:
+    """Sampled policy gradients: the scatter-add (numba vs numpy reference) and the public call.
+
+    The batch is ``sample()`` output of an order-1 n-gram MDP (S = V contexts), the objective tok.
+    """
+    from tokis import objectives
+    from tokis._backends._numba_scatter import scatter_gradient
+    from tokis.envs import ngram, perturb, random_policy
+    from tokis.objectives._sampled import scatter_numpy
+
+    rows = []
+    for n, T, V in ([(4096, 256, 64)] if quick else [(4096, 256, 64), (16384, 512, 64)]):
+        mdp = ngram(V, 1, T, seed=0)
+        mu = random_policy(mdp, seed=1)
+        pi = perturb(mu, kl=0.01, seed=2)
+        ro = sample(mdp, mu, n, seed=3)
+        rng = np.random.default_rng(0)
+        w = np.where(ro.mask, rng.normal(size=ro.mask.shape), 0.0)
+        probs = np.exp(pi.log_probs)
+        fns = {"numba scatter": (lambda: scatter_gradient(w, ro.tokens, ro.contexts, ro.mask, probs), _sync_for("numba")),
+               "numpy scatter": (lambda: scatter_numpy(w, ro.tokens, ro.contexts, ro.mask, probs), _sync_for("numpy")),
+               "gradient(tok) numba": (lambda: objectives.gradient("tok", ro, pi), _sync_for("numba")),
+               "gradient(ppo_clip) numba": (lambda: objectives.gradient("ppo_clip", ro, pi), _sync_for("numba")),
+               "gradient(tok) numpy": (lambda: objectives.gradient("tok", ro, pi, backend="numpy"), _sync_for("numpy"))}
+        tokens = int(ro.mask.sum())
+        for name, r in timed(fns, repeats).items():
+            rows.append({"case": name, "n": n, "T": T, "V": V, "seconds": r["median"], "min_seconds": r["min"],
+                         "tokens_per_s": tokens / r["median"]})
+    return rows
 
 
 def exact_bench(quick: bool, repeats: int) -> list:
@@ -490,7 +542,7 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
         "every Rollouts field, bit for bit the same")
     n, T = max(((r["n"], r["T"]) for r in call_rows or kernel_rows if r["backend"] == "numpy"),
                key=lambda s: s[0] * s[1])
-    for case, label in (("seq (log_weight)", "seq"), ("tok (token_linear)", "tok")):
+    for case, label in (("seq (token product)", "seq"), ("tok (token sum)", "tok")):
         a = _pick(kernel_rows, case=case, backend="numpy", n=n, T=T)
         b = _pick(kernel_rows, case=case, backend="numba", n=n, T=T)
         add(f"numba {label} / numpy {label}, kernel (n={n}, T={T})", a["seconds"] / b["seconds"], 5.0,
@@ -501,7 +553,7 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
                 b = _pick(call_rows, estimator=label, backend="numba", n=n, T=T, rewards=form)
                 add(f"numba {label} / numpy {label}, public call, {form} rewards (n={n}, T={T})",
                     a["seconds"] / b["seconds"], 5.0, "validation + kernel + reductions")
-    b = _pick(kernel_rows, case="seq (log_weight)", backend="numba", n=n, T=T)
+    b = _pick(kernel_rows, case="seq (token product)", backend="numba", n=n, T=T)
     add(f"numba seq kernel bytes/s / read bandwidth (n={n}, T={T})", b["bandwidth_fraction"], 0.5,
         "within 2x of a plain parallel sum over the same bytes")
     if "numba" in public:
@@ -518,7 +570,7 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
         best = max(cu, key=lambda r: r["tokens_per_s"])
         add(f"cupy sampling tokens/s / 1e9 ({best['case']})", best["tokens_per_s"] / 1e9, 1.0,
             "billions of tokens per second on the GPU")
-        c = max((r for r in kernel_rows if r["case"] == "seq (log_weight)" and r["backend"] == "cupy"),
+        c = max((r for r in kernel_rows if r["case"] == "seq (token product)" and r["backend"] == "cupy"),
                 key=lambda r: r["n"] * r["T"])
         add(f"cupy seq kernel bytes/s / GPU read bandwidth (n={c['n']}, T={c['T']})", c["bandwidth_fraction"], 0.5,
             "at least half of a plain cupy sum over the same bytes")
@@ -581,6 +633,9 @@ def report(res):
     print_table("Peer: per-trajectory np.prod(pi/mu) * G in a Python loop",
                 ["n x T", "median (min) time", "elements/s"],
                 [[f"{r['n']}x{r['T']}", _ms(r), _fmt(r["elements_per_s"])] for r in res["peer"]])
+    print_table("Sampled policy gradients (tokens per second)", ["case", "n x T, V", "median (min) time", "tokens/s"],
+                [[r["case"], f"{r['n']}x{r['T']}, V={r['V']}", _ms(r), _fmt(r["tokens_per_s"])]
+                 for r in res["gradients"]])
     print_table("Exact DP (numba kernels)", ["function", "T", "S", "V", "median (min) time", "T*S*V cells/s"],
                 [[r["function"], r["T"], r["S"], r["V"], _ms(r), _fmt(r["cells_per_s"])]
                  for r in res["exact"]])
@@ -607,6 +662,7 @@ def main(argv=None) -> int:
     kernels, calls, peer, bw, public = estimator_bench(backends, args.quick, args.repeats)
     res.update(kernels=kernels, calls=calls, peer=peer, bandwidth=bw, public_backends=public)
     res["exact"] = exact_bench(args.quick, args.repeats)
+    res["gradients"] = gradient_bench(args.quick, args.repeats)
     res["compile"] = compile_times(args.quick)  # last: a subprocess, after every timing
     res["targets"] = targets(res["sampling"], kernels, calls, peer, bw, res["exact"], public)
     res["wall_s"] = time.perf_counter() - t0

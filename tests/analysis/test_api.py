@@ -12,7 +12,7 @@ from tokis.analysis.horizon import overtakes
 
 def test_package_api_is_pinned():
     assert sorted(analysis.__all__) == sorted([
-        "monte_carlo", "replication_seeds", "Family", "Behavior", "EstimatorSpec", "parse_estimator",
+        "monte_carlo", "replication_seeds", "Family", "Behavior", "EstimatorConfig", "parse_estimator",
         "parse_estimators", "config_key", "ResultStore", "default_store_path", "to_markdown", "to_latex",
     ])
     for name in analysis.__all__:

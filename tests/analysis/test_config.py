@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from tokis import envs
-from tokis.analysis import Behavior, EstimatorSpec, Family, config_key, parse_estimator, parse_estimators
+from tokis.analysis import Behavior, EstimatorConfig, Family, config_key, parse_estimator, parse_estimators
 from tokis.analysis._config import canonical_json
 from tokis import exact
 from tokis.estimators import REGISTRY
 
 
 def test_parse_estimator_forms_and_defaults():
-    assert parse_estimator("seq") == EstimatorSpec("seq", ())
-    assert parse_estimator("clip_tok") == EstimatorSpec("clip_tok", (("c", float(REGISTRY["clip_tok"].params["c"])),))
+    assert parse_estimator("seq") == EstimatorConfig("seq", ())
+    assert parse_estimator("clip_tok") == EstimatorConfig("clip_tok", (("c", float(REGISTRY["clip_tok"].params["c"])),))
     a = parse_estimator("clip_tok:c=3")
     assert a == parse_estimator(("clip_tok", {"c": 3})) == parse_estimator(("clip_tok", {"c": 3.0}))
     assert a.kwargs == {"c": 3.0} and a.label == "clip_tok(c=3)"

@@ -7,7 +7,8 @@ values through a 32-slot buffer between two barrier phases, which is exactly the
 for a converged warp. Blocks must therefore have 32 threads (one warp) and every lane of a
 warp must execute the same sequence of intrinsics (as on a GPU with a full mask).
 
-This checks the kernels' logic, indexing and argument types without a GPU; the GPU's own
+The CuPy sampler (`_cupy_sample.py`) is the one hand-written CUDA source left; the estimators
+run their array path on cupy arrays. This checks the kernels' logic, indexing and argument types without a GPU; the GPU's own
 ``exp``/``log`` may differ from the host's in the last bit, which the tests' tolerances allow.
 """
 

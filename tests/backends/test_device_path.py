@@ -1,10 +1,10 @@
-"""cupy input stays on the device: validation, kernels and reductions, with CuPy simulated on the CPU.
+"""cupy input stays on the device: validation, forms and reductions, with CuPy simulated on the CPU.
 
 ``_fake_cupy`` stands in for CuPy (numpy memory posing as device arrays, as strict as CuPy
-about mixing host arrays in and counting every device-to-host copy) and the CUDA kernels run
-through the emulation harness, so the whole cupy-input path -- library detection, ``"auto"``
-resolution, validation in the array namespace, the CUDA estimator kernels, the reductions and
-the results -- runs here without a GPU. The same comparisons on a real GPU are the
+about mixing host arrays in and counting every device-to-host copy), so the whole cupy-input
+path -- library detection, ``"auto"`` resolution, validation in the array namespace, every
+declared form evaluated with its token map rebound to the array's namespace, the reductions
+and the results -- runs here without a GPU. The same comparisons on a real GPU are the
 ``gpu``-marked tests of ``test_estimator_backends.py`` and ``tests/estimators/test_namespace.py``.
 """
 
@@ -13,34 +13,23 @@ import sys
 
 import numpy as np
 import pytest
-from _cuda_emulation import compiler, emulate
 from _fake_cupy import DeviceArray, FakeCupy
 
 import tokis.estimators as est
-from tokis._backends import _cupy_estimators as ck
-from tokis.estimators import REGISTRY, _weights
 from tokis._core._batch import prepare, prepare_log_ratio
-from tokis.estimators._weights import resolve_backend
+from tokis.estimators import REGISTRY
+from tokis.estimators._evaluate import resolve_backend
 
 SPECS = list(REGISTRY.values())
 IDS = [s.name for s in SPECS]
 ARRAY_FIELDS = ("samples", "numerator", "denominator")
-needs_cxx = pytest.mark.skipif(compiler() is None, reason="no host C++20 compiler to emulate the CUDA source")
 
 
 @pytest.fixture
 def cupy_sim(monkeypatch):
-    """Install the fake CuPy as ``cupy`` and the emulated CUDA kernels as the cupy table."""
+    """Install the fake CuPy as ``cupy``."""
     fake = FakeCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
-
-    def launch(name, rows, args):
-        emulate(ck.ESTIMATOR_SOURCE, name, (rows,), (32,), args)
-
-    engine = ck.Engine(xp=fake, launch=launch, to_device=lambda a: fake.ascontiguousarray(fake.asarray(a)),
-                       to_host=fake.asnumpy)
-    monkeypatch.setattr(ck, "_ENGINE", [engine])
-    monkeypatch.setitem(_weights.KERNELS, "cupy", ck.CUPY_KERNELS)
     yield fake
     fake.detach()
 
@@ -102,16 +91,12 @@ def test_the_fake_is_as_strict_as_cupy(cupy_sim):
     assert cupy_sim.to_host == [6, 6]
 
 
-def test_auto_follows_the_input_library(monkeypatch):
+def test_auto_follows_the_input_library():
     assert resolve_backend("auto", "numpy") == "numba"
     assert resolve_backend("auto", "torch") == "numba"
     assert resolve_backend("auto") == "numba"
-    monkeypatch.setitem(_weights.KERNELS, "cupy", _weights.NUMPY_KERNELS)
     assert resolve_backend("auto", "cupy") == "cupy"
     assert resolve_backend("numba", "cupy") == "numba"
-    monkeypatch.delitem(_weights.KERNELS, "cupy")
-    with pytest.raises(ValueError, match="backend='cupy' needs CuPy"):
-        resolve_backend("auto", "cupy")
 
 
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "per-step"])
@@ -179,33 +164,33 @@ def test_mixed_libraries_are_refused(cupy_sim, rng):
         est.diagnose(cupy_sim.asarray(lr), m)
 
 
-@needs_cxx
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "per-step"])
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_estimators_on_device_input_stay_on_the_device(cupy_sim, rng, spec, terminal):
     lr, rew, mask = _data(rng, terminal)
     dev = [cupy_sim.asarray(x) for x in (lr, rew, mask)]
-    e = spec.func(dev[0], dev[1], mask=dev[2], **spec.params)  # backend="auto"
+    e = spec(dev[0], dev[1], mask=dev[2], **spec.params)  # backend="auto"
     assert e.diagnostics["backend"] == "cupy"
-    # only O(1) scalars came back, except the n log-weights PSIS sorts on the host
-    assert cupy_sim.to_host == ([lr.shape[0]] if spec.name == "psis" else [])
+    # only O(1) scalars came back, except the n log-weights a batch transform (psis, trunc_seq)
+    # reads on the host
+    assert cupy_sim.to_host == ([lr.shape[0]] if isinstance(spec.reduce, est.BatchTransform) else [])
     for field in ARRAY_FIELDS:
         x = getattr(e, field)
         assert x is None or isinstance(x, DeviceArray), field
-    _same(e, spec.func(lr, rew, mask=mask, backend="numpy", **spec.params))
+    _same(e, spec(lr, rew, mask=mask, backend="numpy", **spec.params))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_host_backends_return_device_arrays_for_device_input(cupy_sim, rng, spec, backend):
     lr, rew, mask = _data(rng, False)
-    e = spec.func(*(cupy_sim.asarray(x) for x in (lr, rew)), mask=cupy_sim.asarray(mask), backend=backend,
+    e = spec(*(cupy_sim.asarray(x) for x in (lr, rew)), mask=cupy_sim.asarray(mask), backend=backend,
                   **spec.params)
     assert e.diagnostics["backend"] == backend
     for field in ARRAY_FIELDS:
         x = getattr(e, field)
         assert x is None or isinstance(x, DeviceArray), field
-    _same(e, spec.func(lr, rew, mask=mask, backend="numpy", **spec.params))
+    _same(e, spec(lr, rew, mask=mask, backend="numpy", **spec.params))
 
 
 def test_diagnose_on_device_input(cupy_sim, rng):
@@ -232,12 +217,12 @@ def test_real_cupy_input_is_validated_and_reduced_on_the_device(rng):
                                   for f in ("log_ratio", "mask", "lengths", "returns", "rewards"))
     np.testing.assert_array_equal(cp.asnumpy(batch.rewards), prepare(lr, rew, mask).rewards)
     for spec in SPECS:
-        e = spec.func(dev[0], dev[1], mask=dev[2], **spec.params)
+        e = spec(dev[0], dev[1], mask=dev[2], **spec.params)
         assert e.diagnostics["backend"] == "cupy", spec.name
         for field in ARRAY_FIELDS:
             x = getattr(e, field)
             assert x is None or isinstance(x, cp.ndarray), (spec.name, field)
-        ref = spec.func(lr, rew, mask=mask, backend="numpy", **spec.params)
+        ref = spec(lr, rew, mask=mask, backend="numpy", **spec.params)
         assert e.value == pytest.approx(ref.value, rel=1e-10, abs=1e-13), spec.name
     got = est.diagnose(dev[0], dev[2])
     assert got.ess == pytest.approx(est.diagnose(lr, mask).ess, rel=1e-12)

@@ -9,14 +9,12 @@ import math
 
 import numpy as np
 import pytest
-from _cuda_emulation import compiler, emulate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from tokis import estimators as est
-from tokis._backends import _cupy_estimators as ck
-from tokis.estimators import REGISTRY, _weights
+from tokis.estimators import REGISTRY
 
 SPECS = list(REGISTRY.values())
 IDS = [s.name for s in SPECS]
@@ -81,8 +79,8 @@ def _same(a, b, big, name):
 def test_numba_equals_numpy(spec, batch):
     lr, rew, mask = batch
     params = dict(spec.params)
-    a = spec.func(lr, rew, mask=mask, backend="numba", **params)
-    b = spec.func(lr, rew, mask=mask, backend="numpy", **params)
+    a = spec(lr, rew, mask=mask, backend="numba", **params)
+    b = spec(lr, rew, mask=mask, backend="numpy", **params)
     assert a.diagnostics["backend"] == "numba" and b.diagnostics["backend"] == "numpy"
     _same(a, b, _scale(lr, rew, mask), spec.name)
 
@@ -92,9 +90,9 @@ def test_auto_is_numba_and_float32_is_accepted(spec, rng):
     lr = rng.normal(scale=0.3, size=(50, 20)).astype(np.float32)
     g = rng.uniform(size=50).astype(np.float32)
     mask = rng.random((50, 20)) < 0.9
-    a = spec.func(lr, g, mask=mask)
+    a = spec(lr, g, mask=mask)
     assert a.diagnostics["backend"] == "numba"
-    b = spec.func(lr.astype(np.float64), g.astype(np.float64), mask=mask, backend="numpy")
+    b = spec(lr.astype(np.float64), g.astype(np.float64), mask=mask, backend="numpy")
     _same(a, b, _scale(lr.astype(np.float64), g, mask), spec.name)
 
 
@@ -122,25 +120,6 @@ def test_long_horizon_stays_finite():
         assert a.value == pytest.approx(b.value, rel=1e-9), name
 
 
-@pytest.mark.skipif(compiler() is None, reason="no host C++20 compiler to emulate the CUDA source")
-def test_cupy_table_through_the_public_functions_emulated(monkeypatch, rng):
-    def launch(name, rows, args):
-        emulate(ck.ESTIMATOR_SOURCE, name, (rows,), (32,), args)
-
-    engine = ck.Engine(xp=np, launch=launch, to_device=np.ascontiguousarray, to_host=lambda a: a)
-    monkeypatch.setattr(ck, "_ENGINE", [engine])
-    monkeypatch.setitem(_weights.KERNELS, "cupy", ck.CUPY_KERNELS)
-    n, T = 5, 37
-    lr = rng.normal(scale=0.7, size=(n, T))
-    mask = rng.random((n, T)) < 0.9
-    rew = rng.normal(size=(n, T))
-    for spec in SPECS:
-        a = spec.func(lr, rew, mask=mask, backend="cupy", **spec.params)
-        b = spec.func(lr, rew, mask=mask, backend="numpy", **spec.params)
-        assert a.diagnostics["backend"] == "cupy"
-        _same(a, b, _scale(lr, rew, mask), spec.name)
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_cupy_equals_numpy_on_device_input(spec, rng):
@@ -149,8 +128,8 @@ def test_cupy_equals_numpy_on_device_input(spec, rng):
     lr = rng.normal(scale=0.4, size=(n, T))
     mask = rng.random((n, T)) < 0.9
     rew = rng.normal(size=(n, T))
-    a = spec.func(cp.asarray(lr), cp.asarray(rew), mask=cp.asarray(mask), backend="cupy", **spec.params)
-    b = spec.func(lr, rew, mask=mask, backend="numpy", **spec.params)
+    a = spec(cp.asarray(lr), cp.asarray(rew), mask=cp.asarray(mask), backend="cupy", **spec.params)
+    b = spec(lr, rew, mask=mask, backend="numpy", **spec.params)
     for field in ("samples", "numerator", "denominator"):
         x = getattr(a, field)
         assert x is None or isinstance(x, cp.ndarray)

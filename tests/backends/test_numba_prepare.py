@@ -4,11 +4,12 @@ import math
 
 import numpy as np
 import pytest
+
+from tokis._backends import _chunks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tokis._backends import _numba_prepare
 from tokis._backends._numba_prepare import prepare_numba
 from tokis._core._batch import prepare
 
@@ -67,7 +68,7 @@ def test_parallel_sizes_and_masked_garbage(rng, monkeypatch):
     lr[~mask] = np.where(rng.random((~mask).sum()) < 0.5, np.nan, np.inf)  # ignored where masked
     rew = rng.normal(size=(n, T))
     rew[~mask] = np.nan
-    monkeypatch.setattr(_numba_prepare, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_chunks, "PARALLEL_MIN_ELEMENTS", 0)
     for r in (rew, rng.normal(size=n)):
         _same_batch(prepare_numba(lr, r, mask), prepare(lr, r, mask))
 

@@ -10,9 +10,10 @@ rewards, time-dependent policies, several start contexts and Bernoulli reward no
 import numba
 import numpy as np
 import pytest
+
+from tokis._backends import _chunks
 from _cases import random_cases, random_mdp, random_policy_pair
 
-from tokis._backends import _numba_sample
 from tokis.envs import Policy, TokenMDP, sample
 from tokis._core._rng import STREAM_REWARD, uniforms
 
@@ -49,7 +50,7 @@ def test_parallel_pass_equals_the_reference(rng, monkeypatch, threads, noise):
     # the parallel driver at small n, with work items not a multiple of the block sizes
     mdp = random_mdp(rng, S=6, V=9, T=13, eos=True, step_reward=True, multi_start=True, noise=noise)
     pi, mu = random_policy_pair(rng, mdp, time_dependent=True)
-    monkeypatch.setattr(_numba_sample, "PARALLEL_MIN_TOKENS", 0)
+    monkeypatch.setattr(_chunks, "PARALLEL_MIN_ELEMENTS", 0)
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:

@@ -3,6 +3,8 @@
 import numba
 import numpy as np
 import pytest
+
+from tokis._backends import _chunks
 from _cases import random_cases, random_mdp, random_policy_pair
 from _cuda_emulation import compiler, emulate
 
@@ -11,7 +13,6 @@ from tokis._core._rng import STREAM_TOKEN, run_key, uniforms
 from tokis.envs._sample import _sample_numpy, sampling_tables
 from tokis._backends._cupy_sample import SAMPLE_SOURCE, launch_plan
 from tokis._backends._numba_rng import row_key, uniform_at
-from tokis._backends import _numba_sample as numba_sample
 from tokis._backends._numba_sample import sample_numba, search_sorted_right
 from tokis._backends._tables import start_table
 
@@ -80,7 +81,7 @@ def test_numba_tokens_do_not_depend_on_thread_count(rng, monkeypatch, threads):
     mdp = random_mdp(rng, S=5, V=7, T=9, eos=True, multi_start=True)
     _, mu = random_policy_pair(rng, mdp, time_dependent=True)
     cdf = sampling_tables(mu)
-    monkeypatch.setattr(numba_sample, "PARALLEL_MIN_TOKENS", 0)  # the parallel driver, small n
+    monkeypatch.setattr(_chunks, "PARALLEL_MIN_ELEMENTS", 0)  # the parallel driver, small n
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:

@@ -14,22 +14,8 @@ from _cases import random_mdp
 from _reference import enumerate_sequences
 
 from tokis.envs import Policy, TokenMDP
-from tokis.envs._builders import (
-    MAX_CONTEXTS,
-    RewardAutomaton,
-    count_automaton,
-    iid,
-    last_token_automaton,
-    lift_policy,
-    ngram,
-    ngram_index,
-    parity_automaton,
-    pattern_automaton,
-    policy_context,
-    prefix_tree,
-    product,
-    random_policy,
-)
+from tokis.envs._automata import MAX_CONTEXTS, RewardAutomaton, count_automaton, last_token_automaton, lift_policy, parity_automaton, pattern_automaton, policy_context, product
+from tokis.envs._builders import iid, ngram, ngram_index, prefix_tree, random_policy
 
 # ----------------------------------------------------------------------------------------------
 # direct rules on token sequences (the reference the automata are checked against)

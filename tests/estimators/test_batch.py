@@ -73,8 +73,8 @@ def test_only_wpdis_builds_per_step_rewards_from_terminal_ones(monkeypatch, rng,
     monkeypatch.setattr(_input, "terminal_steps", spy)
     lr, g, mask = _holey(rng)
     mask[0, 3] = True  # no empty row: there the (n, T) form would mask the reward away
-    e = spec.func(lr, g, mask=mask, backend=backend, **spec.params)
+    e = spec(lr, g, mask=mask, backend=backend, **spec.params)
     assert built == ([mask.shape] if spec.name == "wpdis" else [])
     # and the value is the one the (n, T) form of the same rewards gives
-    ref = spec.func(lr, _by_definition(g, mask), mask=mask, backend="numpy", **spec.params)
+    ref = spec(lr, _by_definition(g, mask), mask=mask, backend="numpy", **spec.params)
     assert e.value == pytest.approx(ref.value, rel=1e-12, abs=1e-15)

@@ -1,5 +1,6 @@
 """Every input error raises ValueError/TypeError naming the argument."""
 
+import importlib.util
 import math
 
 import numpy as np
@@ -7,7 +8,6 @@ import pytest
 
 import tokis.estimators as est
 from tokis.estimators import REGISTRY
-from tokis.estimators._weights import KERNELS
 
 SPECS = list(REGISTRY.values())
 IDS = [s.name for s in SPECS]
@@ -34,7 +34,7 @@ def good():
 def test_bad_log_ratio(spec, bad, exc, match):
     g = np.ones(bad.shape[0] if bad.ndim else 1)
     with pytest.raises(exc, match=match):
-        spec.func(bad, g)
+        spec(bad, g)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -54,7 +54,7 @@ def test_bad_log_ratio(spec, bad, exc, match):
 def test_bad_rewards(spec, bad, exc, match):
     lr, _, _ = good()
     with pytest.raises(exc, match=match):
-        spec.func(lr, bad)
+        spec(lr, bad)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -69,17 +69,17 @@ def test_bad_rewards(spec, bad, exc, match):
 def test_bad_mask(spec, bad, match):
     lr, g, _ = good()
     with pytest.raises(ValueError, match=match):
-        spec.func(lr, g, mask=bad)
+        spec(lr, g, mask=bad)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_garbage_at_masked_positions_is_fine(spec):
     lr, g, mask = good()
     rew = np.ones((2, 3))
-    clean = spec.func(lr, rew, mask=mask)
+    clean = spec(lr, rew, mask=mask)
     lr[0, 2] = np.nan
     rew[0, 2] = np.inf
-    dirty = spec.func(lr, rew, mask=mask)
+    dirty = spec(lr, rew, mask=mask)
     assert math.isfinite(clean.value)
     assert (dirty.value, dirty.stderr, dirty.ess) == (clean.value, clean.stderr, clean.ess)
 
@@ -88,17 +88,17 @@ def test_garbage_at_masked_positions_is_fine(spec):
 @pytest.mark.parametrize(
     "backend, exc, match",
     [
-        ("cupy", ValueError, r"backend='cupy' needs CuPy \(pip install 'tokis\[cupy\]'\) and a CUDA device"),
+        ("cupy", ValueError, r"backend='cupy' needs CuPy \(pip install 'tokis\[cupy\]'\)"),
         ("gpu", ValueError, "backend must be one of"),
         (3, TypeError, "backend must be one of"),
     ],
 )
 def test_bad_backend(spec, backend, exc, match):
-    if backend in KERNELS:  # only "cupy", and only where CuPy is installed
-        pytest.skip(f"backend {backend!r} is available here")
+    if backend == "cupy" and importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
     lr, g, _ = good()
     with pytest.raises(exc, match=match):
-        spec.func(lr, g, backend=backend)
+        spec(lr, g, backend=backend)
 
 
 @pytest.mark.parametrize("name", ["clip_prod", "clip_tok", "trunc_seq"])
@@ -116,7 +116,7 @@ def test_bad_backend(spec, backend, exc, match):
 def test_bad_c(name, c, exc, match):
     lr, g, _ = good()
     with pytest.raises(exc, match=match):
-        REGISTRY[name].func(lr, g, c=c)
+        REGISTRY[name](lr, g, c=c)
 
 
 def test_c_strings():
@@ -145,7 +145,7 @@ def test_c_strings():
 def test_bad_band(name, lo, hi, exc, match):
     lr, g, _ = good()
     with pytest.raises(exc, match=match):
-        REGISTRY[name].func(lr, g, lo=lo, hi=hi)
+        REGISTRY[name](lr, g, lo=lo, hi=hi)
 
 
 def test_bad_self_normalized():

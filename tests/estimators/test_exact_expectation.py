@@ -68,7 +68,7 @@ def test_unbiased_estimators_have_mean_j_pi(case):
     assert pmu.sum() == pytest.approx(1.0, abs=1e-12)
     for _, rewards in _reward_kinds(mdp, enum):
         for name in ("seq", "pdis"):
-            e = est.REGISTRY[name].func(lr, rewards, mask=enum.mask)
+            e = est.REGISTRY[name](lr, rewards, mask=enum.mask)
             assert _expectation(e, pmu) == pytest.approx(j_pi, rel=1e-12, abs=1e-12), name
 
 
@@ -84,7 +84,7 @@ def test_biased_estimators_have_mean_equal_to_their_surrogate(case):
             for i in range(len(pmu)):
                 toks = [float(x) for x in lr[i, : enum.lengths[i]]]
                 expected += pmu[i] * _surrogate_weight(name, toks) * float(enum.returns[i])
-            e = est.REGISTRY[name].func(lr, rewards, mask=enum.mask, **PARAMS.get(name, {}))
+            e = est.REGISTRY[name](lr, rewards, mask=enum.mask, **PARAMS.get(name, {}))
             assert _expectation(e, pmu) == pytest.approx(expected, rel=1e-12, abs=1e-12), name
 
 

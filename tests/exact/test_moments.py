@@ -472,15 +472,17 @@ def test_finite_n_vectorised_matches_estimator(name, params, mismatch):
         lp[..., 0] = -np.inf
         pi = Policy(lp)
     o = enumerate_outcomes(prepare(mdp, pi, mu), 1000)
+    spec = estimators.get_estimator(name)
+    params = spec.check_params(params)
     if mismatch and name in ("snis", "wpdis"):
         for use in (False, True):
             with pytest.raises(ValueError, match=f"{name} at n=3 is undefined .* with probability"):
-                finite_n_moments(name, o, 3, params, 10_000, use_estimator=use)
+                finite_n_moments(spec, o, 3, params, 10_000, use_estimator=use)
         with pytest.raises(ValueError, match=f"{name} at n=3 is undefined"):
             moments(mdp, pi, mu, name, n=3, method="enumeration")
         return
-    a = finite_n_moments(name, o, 3, params, 10_000)
-    b = finite_n_moments(name, o, 3, params, 10_000, use_estimator=True)
+    a = finite_n_moments(spec, o, 3, params, 10_000)
+    b = finite_n_moments(spec, o, 3, params, 10_000, use_estimator=True)
     assert close(a[0], b[0]) and close(a[1], b[1])
 
 
@@ -523,13 +525,19 @@ def test_bad_n(small):
         ("clip_prod", {"c": float("nan")}, "c must not be NaN"),
         ("mask_tok", {"lo": 2.0, "hi": 1.0}, "lo must be <= hi"),
         ("mask_seq", {"lo": 2.0, "hi": 1.0}, "lo must be <= hi"),
-        ("mask_tok", {"lo": -1.0, "hi": 1.0}, "lo must be >= 0"),
-        ("seq", {"c": 1.0}, "does not take parameter 'c'"),
-        ("clip_tok", {"c": 1.0, "lo": 0.1}, "does not take parameter 'lo'"),
+        ("mask_tok", {"lo": -1.0, "hi": 1.0}, "lo must be a finite number >= 0"),
     ],
 )
 def test_bad_params(small, name, params, match):
     with pytest.raises(ValueError, match=match):
+        moments(*small, name, **params)
+    with pytest.raises(ValueError, match=match):  # the same check, the same outcome, as a call
+        estimators.get_estimator(name)(np.zeros((2, 2)), np.ones(2), **params)
+
+
+@pytest.mark.parametrize("name,params,extra", [("seq", {"c": 1.0}, "c"), ("clip_tok", {"c": 1.0, "lo": 0.1}, "lo")])
+def test_unknown_params(small, name, params, extra):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{extra}'"):
         moments(*small, name, **params)
 
 
@@ -538,27 +546,16 @@ def test_param_type(small):
         moments(*small, "clip_prod", c=[1.0])
 
 
-def test_missing_params_without_registry(small, monkeypatch):
-    import tokis.exact._moments as mod
-
-    monkeypatch.setattr(mod, "_registry_defaults", lambda name: None)
-    with pytest.raises(ValueError, match="needs parameter.*c"):
-        moments(*small, "clip_prod")
-    with pytest.raises(ValueError, match="needs parameter.*lo, hi"):
-        moments(*small, "mask_tok")
-
-
-def test_missing_params_with_registry(small, monkeypatch):
-    import tokis.exact._moments as mod
-
-    monkeypatch.setattr(mod, "_registry_defaults", lambda name: {"c": 2.0})
-    assert moments(*small, "clip_prod").params["c"] == 2.0
-    monkeypatch.setattr(mod, "_registry_defaults", lambda name: {})
-    with pytest.raises(ValueError, match="REGISTRY has no default"):
-        moments(*small, "clip_prod")
+def test_defaults_come_from_the_declaration(small):
+    assert moments(*small, "clip_prod").params["c"] == estimators.clip_prod.params["c"] == 2.0
+    assert dict(moments(*small, "mask_tok").params) == {"lo": 0.5, "hi": 2.0}
 
 
 def test_method_errors(small):
+    from tokis.exact import NoExactMethodError
+
+    with pytest.raises(NoExactMethodError, match="method='asymptotic' does not apply to 'seq'"):
+        moments(*small, "seq", method="asymptotic")
     with pytest.raises(ValueError, match="method must be one of"):
         moments(*small, "seq", method="mc")
     with pytest.raises(ValueError, match="method='asymptotic' does not apply to 'seq'"):
@@ -568,7 +565,9 @@ def test_method_errors(small):
 
 
 def test_batch_needs_n(small):
-    with pytest.raises(ValueError, match="c='ionides' makes trunc_seq a batch estimator.*pass n"):
+    from tokis.exact import NoExactMethodError
+
+    with pytest.raises(NoExactMethodError, match="trunc_seq is a batch estimator.*pass n"):
         moments(*small, "trunc_seq", c="ionides")
     with pytest.raises(ValueError, match="snis is a batch estimator.*pass n"):
         moments(*small, "snis", method="enumeration")

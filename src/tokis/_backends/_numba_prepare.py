@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from .._core._batch import Batch, prepare
-from ._numba_estimators import PARALLEL_MIN_ELEMENTS
+from ._chunks import chunk_count
 
 __all__ = ["prepare_numba"]
 
@@ -104,12 +104,6 @@ def _copy_par(x, mask, out, nchunks):  # pragma: no cover - compiled
         _copy_rows(x, mask, out, ch * rows, min(n, (ch + 1) * rows))
 
 
-def _chunks(n: int, T: int) -> int:
-    if n * T < PARALLEL_MIN_ELEMENTS or numba.get_num_threads() < 2:
-        return 1
-    return max(1, min(n, 4 * numba.get_num_threads()))
-
-
 def _cleaned(x, mask, k):
     """``where(mask, x, 0)`` as a new float64 array."""
     out = np.empty(x.shape)
@@ -156,7 +150,7 @@ def prepare_numba(log_ratio, rewards, mask=None):
     mask_arg = mask if has_mask else np.ones((1, 1), dtype=np.bool_)
     rew_arg = rewards if per_step else rewards.reshape(n, 1)
     args = (log_ratio, mask_arg, has_mask, rew_arg, per_step, last_step, returns, lengths, bad, dirty)
-    k = _chunks(n, T)
+    k = chunk_count(n, T)
     if k == 1:
         _check_rows(*args, 0, n)
     else:

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 from .._core._rng import STREAM_REWARD, STREAM_TOKEN, run_key
+from ._chunks import use_threads
 from ._numba_rng import row_key, uniform_at
 from ._tables import eos_index, start_table, step_tables
 
@@ -49,8 +50,6 @@ def search_sorted_right(table, offset, size, u):  # pragma: no cover - compiled
 
 _BLOCK = 16  # rows advanced in lockstep: their searches vectorise and their latencies overlap
 _CHUNK_ROWS = 256  # rows per parallel work item
-#: below this many (n * T) tokens the kernel runs on the calling thread
-PARALLEL_MIN_TOKENS = 1 << 16
 
 
 @numba.njit(cache=True)
@@ -144,7 +143,7 @@ def sample_numba(mdp, cdf: np.ndarray, n: int, seed: int):
     tokens = np.empty((n, mdp.horizon), dtype=np.int64)
     contexts = np.empty((n, mdp.horizon), dtype=np.int64)
     args = (step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)), key, tokens, contexts)
-    if n * mdp.horizon < PARALLEL_MIN_TOKENS or numba.get_num_threads() < 2:
+    if not use_threads(n * mdp.horizon):
         _sample_rows(*args, 0, n)
     else:
         _sample_par(*args)
@@ -272,7 +271,7 @@ def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed: int) ->
                    run_key(seed, STREAM_TOKEN), tokens, contexts)
     tables = (lpb_tab, lpt_tab, has_target, step_tab, term_tab)
     outputs = (mask, lpb, lpt, lr, rew, lengths, final, last_reward)
-    if n * T < PARALLEL_MIN_TOKENS or numba.get_num_threads() < 2:
+    if not use_threads(n * T):
         _sample_rows(*sample_args, 0, n)
         _assemble_rows(tokens, contexts, *tables, nxt, noisy, reward_key, *outputs, 0, n)
     else:

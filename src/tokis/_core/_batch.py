@@ -24,7 +24,7 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
-from ._xp import array_module, cupy_namespace, is_cupy_array
+from ._xp import array_module, cupy_namespace, is_cupy_array, to_host
 
 __all__ = ["Batch", "input_library", "prepare", "prepare_log_ratio", "terminal_steps"]
 
@@ -98,6 +98,11 @@ class Batch:
         return int(self.log_ratio.shape[0])
 
     @functools.cached_property
+    def full(self) -> bool:
+        """Whether every position is a real token (kernels then skip reading the mask)."""
+        return bool((self.lengths == self.log_ratio.shape[1]).all())
+
+    @functools.cached_property
     def rewards(self):
         """Per-step rewards (n, T), 0 at masked positions; ``None`` for :func:`diagnose`.
 
@@ -113,10 +118,13 @@ class Batch:
         return terminal_steps(self.returns, self.mask, self.last_step)
 
     def output(self, arr):
-        """Return ``arr`` in the caller's array library (cupy input gives cupy, also from host results)."""
-        if arr is None or self.library != "cupy":
+        """Return ``arr`` in the caller's array library: cupy for cupy input (also from host
+        results), numpy otherwise (also from device results of ``backend="cupy"``)."""
+        if arr is None:
             return arr
-        return cupy_namespace().asarray(arr)
+        if self.library == "cupy":
+            return cupy_namespace().asarray(arr)
+        return to_host(arr)
 
 
 def _library_of(x) -> str:

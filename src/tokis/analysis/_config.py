@@ -7,8 +7,8 @@ Every analysis cell is described by three small frozen dataclasses,
 * :class:`Behavior` -- how the behaviour policy :math:`\mu` is derived from :math:`\pi`
   (perturbation to a per-token KL or :math:`\chi^2`, temperature, top-k / top-p truncation,
   rounding of the logits);
-* :class:`EstimatorSpec` -- an estimator of :data:`tokis.estimators.REGISTRY` with its
-  parameters, parsed from strings such as ``"clip_tok:c=2"`` or ``"mask_tok:lo=0.5,hi=2"``,
+* :class:`EstimatorConfig` (:mod:`._estimator_config`) -- an estimator with its parameters,
+  parsed from strings such as ``"clip_tok:c=2"`` or ``"mask_tok:lo=0.5,hi=2"``,
 
 and :func:`config_key` turns any JSON-able configuration into a stable SHA-256 key (canonical
 JSON: sorted keys, no whitespace), used by the results store.
@@ -24,10 +24,11 @@ import hashlib
 import json
 import math
 import numbers
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._estimator_config import EstimatorConfig, load_declaration, parse_estimator, parse_estimators
 
 __all__ = [
     "FAMILIES",
@@ -35,7 +36,8 @@ __all__ = [
     "ROUNDINGS",
     "Family",
     "Behavior",
-    "EstimatorSpec",
+    "EstimatorConfig",  # re-exported from ._estimator_config
+    "load_declaration",
     "parse_estimator",
     "parse_estimators",
     "canonical_json",
@@ -357,197 +359,3 @@ class Behavior:
         if self.round is not None:
             parts.append(f"round={self.round}")
         return ",".join(parts) if parts else "mu=pi"
-
-
-# ---------------------------------------------------------------------------------------------
-# estimator specifications
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EstimatorSpec:
-    """An estimator of the registry with its (complete, default-filled) parameters.
-
-    Attributes
-    ----------
-    name : str
-        Registry name (``seq``, ``tok``, ``clip_tok``, ...).
-    params : tuple of (str, value)
-        Sorted parameter items, defaults of the registry filled in.
-    """
-
-    name: str
-    params: tuple = ()
-
-    @property
-    def kwargs(self) -> dict:
-        """The parameters as a dict (keyword arguments of the estimator)."""
-        return dict(self.params)
-
-    @property
-    def label(self) -> str:
-        """``name`` or ``name(k=v,...)`` -- unique per specification, used as the table's row name."""
-        if not self.params:
-            return self.name
-        return f"{self.name}({','.join(f'{k}={_fmt_param(v)}' for k, v in self.params)})"
-
-
-def _fmt_param(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-def _registry():
-    from ..estimators import REGISTRY
-
-    return REGISTRY
-
-
-def _spec_defaults(entry) -> dict:
-    """The default parameters of a registry entry (whatever the field is called)."""
-    for attr in ("params", "defaults", "parameters"):
-        d = getattr(entry, attr, None)
-        if isinstance(d, Mapping):
-            return dict(d)
-    return {}
-
-
-def _parse_value(text: str, default=None):
-    t = text.strip()
-    low = t.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        v = float(t)
-    except ValueError:
-        return t
-    if isinstance(default, (int, np.integer)) and not isinstance(default, bool) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _normalise_value(v, default=None):
-    if isinstance(v, str):
-        return _parse_value(v, default)
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (numbers.Integral, np.integer)):
-        if isinstance(default, (int, np.integer)) and not isinstance(default, bool):
-            return int(v)
-        return float(v)
-    if isinstance(v, (numbers.Real, np.floating)):
-        return float(v)
-    if v is None:
-        return None
-    raise TypeError(f"estimator parameter values must be numbers or strings, got {type(v).__name__}")
-
-
-def _make_spec(name, params: dict) -> EstimatorSpec:
-    if not isinstance(name, str):
-        raise TypeError(f"estimator name must be a string, got {type(name).__name__}")
-    name = name.strip()
-    reg = _registry()
-    if name not in reg:
-        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(sorted(reg))}")
-    defaults = _spec_defaults(reg[name])
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        accepted = ", ".join(sorted(defaults)) or "none"
-        raise ValueError(f"estimator {name!r} has no parameter {unknown[0]!r} (accepted: {accepted})")
-    full = {k: _normalise_value(v, v) for k, v in defaults.items()}
-    for k, v in params.items():
-        full[k] = _normalise_value(v, defaults.get(k))
-    return EstimatorSpec(name, tuple(sorted(full.items())))
-
-
-def parse_estimator(spec) -> EstimatorSpec:
-    """Parse one estimator specification.
-
-    Parameters
-    ----------
-    spec : str, (name, params) pair or EstimatorSpec
-        ``"name"`` or ``"name:key=value,key=value"`` (values parsed as numbers where possible,
-        e.g. ``"clip_tok:c=2"``, ``"trunc_seq:c=ionides"``, ``"mask_tok:lo=0.5,hi=2"``), or
-        ``(name, {"c": 2})``.
-
-    Returns
-    -------
-    EstimatorSpec
-        With the registry's default parameters filled in.
-
-    Raises
-    ------
-    ValueError
-        Unknown estimator, unknown parameter or malformed text.
-    TypeError
-        Wrong type.
-    """
-    if isinstance(spec, EstimatorSpec):
-        return _make_spec(spec.name, spec.kwargs)
-    if isinstance(spec, str):
-        text = spec.strip()
-        if not text:
-            raise ValueError("empty estimator specification")
-        name, _, rest = text.partition(":")
-        params = {}
-        if rest.strip():
-            for item in rest.split(","):
-                key, eq, val = item.partition("=")
-                if not eq or not key.strip():
-                    raise ValueError(f"malformed estimator parameter {item!r} in {spec!r} (expected key=value)")
-                params[key.strip()] = _parse_value(val)
-        return _make_spec(name, params)
-    if isinstance(spec, (tuple, list)) and len(spec) == 2:
-        name, params = spec
-        if params is None:
-            params = {}
-        if not isinstance(params, Mapping):
-            raise TypeError(f"estimator parameters must be a dict, got {type(params).__name__}")
-        return _make_spec(name, dict(params))
-    raise TypeError(f"estimator must be a name, 'name:k=v' string or (name, params) pair, got {spec!r}")
-
-
-def parse_estimators(specs) -> list[EstimatorSpec]:
-    """Parse a list of estimator specifications (or one comma-separated string).
-
-    In a string, estimators are separated by commas or whitespace; a piece ``key=value``
-    without a name continues the parameters of the previous estimator, so
-    ``"seq,mask_tok:lo=0.5,hi=2,snis"`` is ``seq``, ``mask_tok(lo=0.5, hi=2)``, ``snis``.
-    Duplicates (same name and parameters) are dropped.
-
-    Raises
-    ------
-    ValueError
-        Empty list, unknown estimator or parameter.
-    """
-    if isinstance(specs, (str, EstimatorSpec)):
-        specs = [specs]
-    if isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[1], dict):
-        specs = [specs]
-    items = []
-    for s in specs:
-        if isinstance(s, str):
-            for piece in s.replace(" ", ",").split(","):
-                piece = piece.strip()
-                if not piece:
-                    continue
-                if "=" in piece and ":" not in piece:
-                    if not items or not isinstance(items[-1], str):
-                        raise ValueError(f"estimator parameter {piece!r} does not follow an estimator name")
-                    sep = "," if ":" in items[-1] else ":"
-                    items[-1] = items[-1] + sep + piece
-                else:
-                    items.append(piece)
-        else:
-            items.append(s)
-    out = []
-    for item in items:
-        spec = parse_estimator(item)
-        if spec not in out:
-            out.append(spec)
-    if not out:
-        raise ValueError("no estimator given")
-    return out

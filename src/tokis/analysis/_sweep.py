@@ -30,7 +30,7 @@ from ._store import open_store
 __all__ = ["Point", "POINT_COLUMNS", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
 
 #: Version of the cell layout; part of every key, bumped when the row format changes.
-STORE_SCHEMA = 1
+STORE_SCHEMA = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +60,7 @@ def cell_config(point: Point, spec, *, n: int, replications: int, seed: int) -> 
     """The full configuration of one cell (what its store key hashes)."""
     import tokis
 
-    return dict(
+    config = dict(
         kind="tokis.cell",
         schema=STORE_SCHEMA,
         version=tokis.__version__,
@@ -73,6 +73,9 @@ def cell_config(point: Point, spec, *, n: int, replications: int, seed: int) -> 
         replications=int(replications),
         seed=int(seed if point.seed is None else point.seed),
     )
+    if spec.origin:  # a user's declaration: its definition is part of the key (edit it, recompute)
+        config["definition"] = spec.fingerprint()
+    return config
 
 
 #: Columns of :func:`point_columns`, in table order.

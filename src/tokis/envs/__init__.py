@@ -1,20 +1,17 @@
 """Token MDPs, policies, builders, behaviour-policy models and sampling (exact DP: :mod:`tokis.exact`)."""
 
 from ._behavior import perturb, round_logits, temperature, top_k, top_p
-from ._builders import (
-    count_automaton,
+from ._automata import (
     RewardAutomaton,
-    iid,
+    count_automaton,
     last_token_automaton,
     lift_policy,
-    ngram,
     parity_automaton,
     pattern_automaton,
     policy_context,
-    prefix_tree,
     product,
-    random_policy,
 )
+from ._builders import iid, ngram, prefix_tree, random_policy
 from ._mdp import TokenMDP
 from ._policy import Policy
 from ._sample import Rollouts, sample

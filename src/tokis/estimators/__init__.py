@@ -1,28 +1,31 @@
 """Off-policy importance-sampling estimators as pure functions on per-token log-ratios.
 
-Every estimator has the signature ``name(log_ratio, rewards, *, mask=None, backend="auto",
-**params) -> Estimate`` (DESIGN section 4); :data:`REGISTRY` lists them with their metadata
-and :func:`diagnose` reports the weight diagnostics practitioners log.
+Every estimator is an :class:`EstimatorSpec` declared once with :func:`define` -- a *form*
+(:class:`TokenSum`, :class:`TokenProduct`, :class:`PerDecision`, :class:`SequenceTransform`)
+plus a reduction (``"mean"``, ``"ratio"`` or a :class:`BatchTransform`) -- and is callable as
+``name(log_ratio, rewards, *, mask=None, backend="auto", **params) -> Estimate`` (DESIGN
+section 4). The numpy/cupy path, the numba kernel and the exact moments are all derived from
+that declaration. :func:`register` makes a declaration usable by name in
+``tokis.exact.moments``, the harness and the ``tokis`` commands; :data:`REGISTRY` lists them.
 
 Conventions
 -----------
 - ``log_ratio`` (n, T) holds ``log pi - log mu`` of the sampled tokens; ``mask`` (n, T) marks
-  real tokens; padded positions count as log-ratio 0 and reward 0 and their values are
-  ignored (even NaN). ``-inf`` (target probability 0) is legal at a real token: weight 0.
+  real tokens; padded positions take no token and reward 0 and their values are ignored (even
+  NaN). ``-inf`` (target probability 0) is legal at a real token: weight 0.
 - ``rewards`` is (n,) (terminal, received at the last real token) or (n, T) per step.
-- Empty rows are allowed: ``W = 1``; ``tok_mean`` and ``geo`` give them weight 1.
-- Everything is computed in float64 log space with max-shifting; per-sample arrays are
-  stored divided by ``exp(Estimate.log_scale)``.
+- Empty rows are allowed: ``W = 1``; per-length forms (``tok_mean``, ``geo``) give them weight 1.
+- Products of ratios are computed in float64 log space with max-shifting; per-sample arrays
+  are stored divided by ``exp(Estimate.log_scale)``. Additive (TokenSum) weights are sums of
+  plain float64 token values.
 - The array library is chosen once at the boundary (array-api-compat): numpy in, numpy
   out; cupy in, cupy out; torch tensors are converted and give numpy.
-- ``backend="auto"`` is cupy for cupy input (validated, computed and returned on the
-  device; only scalars come to the host) and numba otherwise; kernels live in
-  ``_weights.KERNELS`` so a compiled backend replaces the (n, T) passes only.
+- ``backend="auto"`` is cupy for cupy input (the array path runs on the device, results stay
+  there) and numba otherwise (one compiled kernel per form family with the token map inlined).
 """
 
-from ._diagnose import Diagnostics, diagnose
-from ._estimate import Estimate
-from ._estimators import (
+from .._core._validate import BACKENDS
+from ._builtins import (
     clip_prod,
     clip_tok,
     geo,
@@ -38,17 +41,26 @@ from ._estimators import (
     trunc_seq,
     wpdis,
 )
-from .._core._validate import BACKENDS
-from ._registry import REGISTRY, EstimatorSpec, get_estimator, list_estimators
+from ._define import REGISTRY, EstimatorSpec, Param, define, get_estimator, list_estimators, register
+from ._diagnose import Diagnostics, diagnose
+from ._estimate import Estimate
+from ._forms import BatchTransform, PerDecision, SequenceTransform, TokenProduct, TokenSum
 
 __all__ = [
     "BACKENDS",
+    "BatchTransform",
     "Diagnostics",
     "Estimate",
     "EstimatorSpec",
+    "Param",
+    "PerDecision",
     "REGISTRY",
+    "SequenceTransform",
+    "TokenProduct",
+    "TokenSum",
     "clip_prod",
     "clip_tok",
+    "define",
     "diagnose",
     "geo",
     "get_estimator",
@@ -57,6 +69,7 @@ __all__ = [
     "mask_tok",
     "pdis",
     "psis",
+    "register",
     "seq",
     "snis",
     "tok",

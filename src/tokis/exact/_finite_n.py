@@ -4,9 +4,10 @@ A batch of ``n`` iid samples over ``N`` distinct outcomes (probabilities ``p``) 
 order, a multiset: a count vector ``k`` with ``sum k = n`` and multinomial probability
 ``n! / prod k_j! * prod p_j^{k_j}``. Every batch estimator used here is symmetric in its
 samples, so summing over the ``C(N + n - 1, n)`` count vectors gives the exact mean and
-variance of the estimate at ``n``. snis, wpdis and trunc_seq with ``c = "ionides"`` are
-evaluated vectorised from their definitions; any other batch estimator (psis) is evaluated by
-calling its ``tokis.estimators`` function on each multiset's arrays.
+variance of the estimate at ``n``. Self-normalised estimators (``reduce="ratio"``) are evaluated
+vectorised from their declaration's per-outcome log-weights (one ratio, or one per step for a
+PerDecision form); any other batch estimator (a batch transform: psis, trunc_seq with
+``c = "ionides"``) is evaluated by calling the estimator itself on each multiset's arrays.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import math
 import numpy as np
 from scipy.special import gammaln
 
+from .._core._batch import prepare
+from ..estimators import PerDecision
 from ._enumerate import Outcomes
+from ._errors import NoExactMethodError
 
-__all__ = ["count_multisets", "multisets", "finite_n_moments", "VECTORISED"]
+__all__ = ["count_multisets", "multisets", "finite_n_moments"]
 
 
 def count_multisets(N: int, n: int) -> int:
@@ -45,75 +49,60 @@ def _ratio(num, den, undefined=0.0):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), undefined)
 
 
-def _snis(K, o: Outcomes, n, params):
-    lw = o.log_ratio.sum(axis=1)
-    w = np.exp(lw - lw[np.isfinite(lw)].max()) if np.isfinite(lw).any() else np.zeros_like(lw)
-    G = o.rewards.sum(axis=1)
-    return _ratio(K @ (w * G), K @ w, undefined=np.nan)  # every weight zero: undefined
+def _scaled(log_w):
+    """``exp(log_w - max)`` (all zeros when every weight is zero)."""
+    finite = np.isfinite(log_w)
+    return np.exp(log_w - log_w[finite].max()) if finite.any() else np.zeros_like(log_w)
 
 
-def _wpdis(K, o: Outcomes, n, params):
-    lwt = np.cumsum(o.log_ratio, axis=1)  # padding has log-ratio 0: ended rows keep W
-    out = np.zeros(K.shape[0])
-    for t in range(lwt.shape[1]):
-        col = lwt[:, t]
-        w = np.exp(col - col[np.isfinite(col)].max()) if np.isfinite(col).any() else np.zeros_like(col)
-        # as tokis.estimators.wpdis: a step counts when some row of the batch has a reward there,
-        # and such a step with zero total weight makes the estimate undefined (nan)
-        active = (K @ (o.rewards[:, t] != 0)) > 0
-        out += np.where(active, _ratio(K @ (w * o.rewards[:, t]), K @ w, undefined=np.nan), 0.0)
-    return out
+def _vectorised_ratio(spec, K, o: Outcomes, params):
+    """Every multiset's estimate of a self-normalised declaration, from per-outcome weights."""
+    batch = prepare(o.log_ratio, o.rewards, o.mask)
+    form = spec.form
+    if isinstance(form, PerDecision):
+        prefix = form.prefix_log_weights(np, batch, params)  # an ended row keeps its weight
+        out = np.zeros(K.shape[0])
+        for t in range(prefix.shape[1]):
+            w = _scaled(prefix[:, t])
+            # a step counts when some row of the multiset has a reward there; such a step with
+            # zero total weight makes the estimate undefined (nan), as the estimator says
+            active = (K @ (o.rewards[:, t] != 0)) > 0
+            out += np.where(active, _ratio(K @ (w * o.rewards[:, t]), K @ w, undefined=np.nan), 0.0)
+        return out
+    w = _scaled(form.log_weights(np, batch, params))
+    return _ratio(K @ (w * batch.returns), K @ w, undefined=np.nan)  # every weight zero: undefined
 
 
-def _trunc_ionides(K, o: Outcomes, n, params):
-    W = np.exp(o.log_ratio.sum(axis=1))
-    G = o.rewards.sum(axis=1)
-    c = (K @ W) / n * math.sqrt(n)
-    return (K * (np.minimum(W[None, :], c[:, None]) * G[None, :])).sum(axis=1) / n
-
-
-#: Batch estimators evaluated from their definitions, as ``tokis.estimators`` defines them: snis
-#: is undefined (nan) when every weight is zero; so is wpdis when a step with a reward has zero weight.
-VECTORISED = {"snis": _snis, "wpdis": _wpdis, "trunc_seq": _trunc_ionides}
-
-
-def _by_estimator(name, K, o: Outcomes, params):
-    try:
-        import tokis.estimators as est
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ValueError(f"exact finite-n moments of {name!r} call tokis.estimators.{name}, which is not importable") from exc
-    func = getattr(est, name, None)
-    if func is None:
-        raise ValueError(f"exact finite-n moments of {name!r} call tokis.estimators.{name}, which does not exist")
+def _by_estimator(spec, K, o: Outcomes, params):
     out = np.empty(K.shape[0])
     idx = np.arange(K.shape[1])
     for m in range(K.shape[0]):
         rows = np.repeat(idx, K[m])
-        e = func(o.log_ratio[rows], o.rewards[rows], mask=o.mask[rows], **params)
+        e = spec(o.log_ratio[rows], o.rewards[rows], mask=o.mask[rows], backend="numpy", **params)
         out[m] = float(e.value)
     return out
 
 
-def finite_n_moments(name: str, o: Outcomes, n: int, params, max_multisets: int, use_estimator: bool = False):
-    """Exact ``(E[estimate], Var(estimate))`` of batch estimator ``name`` at sample size ``n``.
+def finite_n_moments(spec, o: Outcomes, n: int, params, max_multisets: int, use_estimator: bool = False):
+    """Exact ``(E[estimate], Var(estimate))`` of batch estimator ``spec`` at sample size ``n``.
 
     Parameters
     ----------
-    name : str
+    spec : EstimatorSpec
     o : Outcomes
     n : int
     params : mapping
-        Estimator parameters (passed to the estimator function when it is called).
+        Checked estimator parameters.
     max_multisets : int
-        Refuse (ValueError) when ``C(N + n - 1, n)`` exceeds this.
+        Refuse (NoExactMethodError) when ``C(N + n - 1, n)`` exceeds this.
     use_estimator : bool
-        Call ``tokis.estimators.<name>`` even where a vectorised definition exists.
+        Call the estimator on every multiset even where the vectorised ratio applies.
     """
     N = o.size
     M = count_multisets(N, n)
     if M > max_multisets:
-        raise ValueError(
-            f"exact finite-n moments of {name!r} at n={n} need all C(N+n-1, n) = {M} multisets of the "
+        raise NoExactMethodError(
+            f"exact finite-n moments of {spec.name!r} at n={n} need all C(N+n-1, n) = {M} multisets of the "
             f"N={N} distinct outcomes, more than max_multisets={max_multisets}: use a smaller n or MDP, "
             "or raise max_multisets"
         )
@@ -121,14 +110,14 @@ def finite_n_moments(name: str, o: Outcomes, n: int, params, max_multisets: int,
     logp = gammaln(n + 1) - gammaln(K + 1).sum(axis=1) + K @ np.log(o.prob)
     prob = np.exp(logp)
     prob /= prob.sum()
-    if use_estimator or name not in VECTORISED:
-        est = _by_estimator(name, K, o, params)
+    if use_estimator or spec.reduce != "ratio":
+        est = _by_estimator(spec, K, o, params)
     else:
-        est = VECTORISED[name](K, o, n, params)
+        est = _vectorised_ratio(spec, K, o, params)
     bad = np.isnan(est)
     if bad.any():
-        raise ValueError(
-            f"{name} at n={n} is undefined (e.g. every weight zero, where pi = 0 on tokens mu emits) with "
+        raise NoExactMethodError(
+            f"{spec.name} at n={n} is undefined (e.g. every weight zero, where pi = 0 on tokens mu emits) with "
             f"probability {float(prob[bad].sum()):.3g}, so its exact finite-n moments do not exist"
         )
     mean = float(prob @ est)
