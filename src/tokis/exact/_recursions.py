@@ -1,43 +1,49 @@
 r"""Forward moment recursions over (step, context) for estimators' per-sample statistics.
 
-Every engine walks the steps ``t = 0..T-1`` once and carries, for each context ``c``, a few
-joint moments of running accumulators *restricted to sequences still running in c*, e.g.
-``E_mu[A^i R^j 1{c_t = c, running}]``. One step maps these moments linearly onto the flows
-``(c, a)`` (weight ``mu_t(a|c)``), then either routes them to ``nxt(c, a)`` or, when the
-sequence terminates (``a = eos`` or ``t = T - 1``), collects the statistic's first and second
-moment. The terminal reward ``Z`` enters only at termination, through its conditional moments
-given the final context: ``E[Z | c_f] = m(c_f)`` and ``E[Z^2 | c_f] = m2(c_f)`` with
-``m2 = m`` under Bernoulli noise and ``m2 = m^2`` otherwise. ``R`` is the running sum of step
+Every engine walks the steps ``t = 0..T-1`` once and carries, for each context ``c``, the mass
+``P_t(c)`` of the sequences still running in ``c`` and the *conditional* means and central
+moments of a few running accumulators given ``c`` (e.g. ``E[A | c]`` and
+``E[(A - E[A | c])^i (R - E[R | c])^j | c]``). One step maps them onto the flows ``(c, a)``
+(weight ``mu_t(a|c)``), then either pools the flows entering ``nxt(c, a)`` around their pooled
+mean (Chan/Pébay pairwise-merge formulas) or, when the sequence terminates (``a = eos`` or
+``t = T - 1``), merges the statistic's flow means and variances by the law of total variance.
+Variances are therefore never formed as ``E[f^2] - E[f]^2``: they keep their relative accuracy
+when ``Var f << E[f]^2`` (e.g. ``T = 10^4`` tokens at per-token chi^2 = 1e-6). Means of additive
+accumulators are kept as deviations from a global offset that is re-centred every step, so
+their spread is resolved to full precision however large they grow. The terminal reward ``Z``
+enters only at termination, through its conditional mean ``m(c_f)`` and variance (``m (1 - m)``
+under Bernoulli noise, else 0) given the final context. ``R`` is the running sum of step
 rewards, so ``G = R + Z``. Each step costs O(S*V) times a small constant.
 
 Engines
 -------
 additive
-    ``f = kappa(L) (a0 + A) G`` with ``A = sum_t x_t(c_t, a_t)``; carries ``E[A^i R^j 1{c}]``,
-    ``i, j <= 2`` (tok, tok_sum, tok_mean, clip_tok, mask_tok).
+    ``f = kappa(L) (a0 + A) G`` with ``A = sum_t x_t(c_t, a_t)``; carries the conditional means
+    of ``A, R`` and central moments ``C_ij`` of ``(A, R)``, ``i, j <= 2`` (tok, tok_sum,
+    tok_mean, clip_tok, mask_tok). Returns ``(E[f], Var f)``.
 multiplicative
-    ``f = H G`` with ``H = prod_t h_t(c_t, a_t)``, ``h > 0`` given as ``log h``; carries
-    ``E[H R^j 1{c}]`` (``j <= 1``) and ``E[H^2 R^j 1{c}]`` (``j <= 2``) with a common log scale
-    per power of H (max-shifting), so thousands of steps stay finite. Several batches, each
-    collecting only sequences of one final length, run such products at once
-    (geo: ``h = r^{1/L}``).
+    ``f = H G'`` with ``H = prod_t h_t(c_t, a_t)``, ``h >= 0`` given as ``log h``, ``G' = G - shift``;
+    carries the same moments of ``(H, R)``, with log scales (max-shifting) for the mass, for
+    ``H``'s mean and for ``H``'s central moments, so thousands of steps stay finite. Several
+    batches, each collecting only sequences of one final length, give geo (``h = r^{1/L}``).
+    Returns raw moments (``E[H], E[H G'], E[H^2], E[H^2 G'], E[H^2 G'^2]``) and each batch's
+    mass, mean and variance (:class:`MultResult`).
 pdis
     ``f = sum_t X_t u_t(c_t, a_t) + X_L (alpha_L Z + beta_L)`` with ``X_t = W_{<=t}``: carries
-    ``E[X], E[F]`` and ``E[X^2], E[X F], E[F^2]`` (``F`` the running sum) with log scales.
-    Time-dependent ``u``, ``alpha``, ``beta`` give pdis and the wpdis influence function.
+    the conditional means and central moments of ``(X, F)`` (``F`` the running sum) with log
+    scales. Time-dependent ``u``, ``alpha``, ``beta`` give pdis and the wpdis influence
+    function. Returns ``E[f]``, ``E[f^2]`` and ``Var f`` in log scale (:class:`PdisResult`).
 wpdis_stats
     The per-step ratio quantities of wpdis: ``b_t = E[W_{<=t}]``, ``theta_t`` and
-    ``E[W_{<=t}^2 (rew_t - theta_t)]`` (ended sequences keep ``W``, reward 0).
+    ``E[W_{<=t}^2 (rew_t - theta_t)]`` (ended sequences keep ``W``, reward 0); raw moments
+    with log scales.
 
 Implementations
 ---------------
-The public engines (:func:`additive`, :func:`multiplicative`, :func:`pdis`,
-:func:`wpdis_stats`) run the numba kernels of :mod:`._moment_kernels`. Each has a plain-numpy
-twin (``_additive_numpy``, ``_multiplicative_numpy``, ``_pdis_numpy``,
-``_wpdis_stats_numpy``) with the same signature, kept as the readable reference; the tests
-check that the two agree. Per-step arrays may be given as ``(T, S, V)``, as a broadcast view
-of one ``(S, V)`` slice, as ``(1, S, V)`` or as ``(S, V)``; stationary ones are never expanded
-to ``(T, S, V)`` (:func:`steps`).
+The engines run the numba kernels of :mod:`._moment_kernels`; the tests check them against
+brute-force enumeration of every sequence of small MDPs. Per-step arrays may be given as
+``(T, S, V)``, as a broadcast view of one ``(S, V)`` slice, as ``(1, S, V)`` or as ``(S, V)``;
+stationary ones are never expanded to ``(T, S, V)`` (:func:`steps`).
 
 All functions here are kernels: they trust their inputs (see ``_moments`` for validation).
 """
@@ -57,6 +63,7 @@ from ._dp import _eos_index, _steps
 __all__ = [
     "MultResult",
     "Pair",
+    "PdisResult",
     "additive",
     "log_add",
     "multiplicative",
@@ -191,12 +198,6 @@ def _rewards(pair: Pair) -> np.ndarray:
 # --------------------------------------------------------------------------- log-scale helpers
 
 
-def _safe_max(a: np.ndarray, axis) -> np.ndarray:
-    """Max over ``axis`` with non-finite results (empty or all ``-inf``) replaced by 0."""
-    mx = np.max(a, axis=axis) if a.size else np.zeros(np.delete(a.shape, axis))
-    return np.where(np.isfinite(mx), mx, 0.0)
-
-
 def log_add(val: np.ndarray, scale: np.ndarray, add: np.ndarray, add_scale: np.ndarray):
     """Return ``(v, s)`` with ``v e^s = val e^scale + add e^add_scale`` (scales broadcast on the last axis).
 
@@ -217,30 +218,20 @@ def to_float(val, scale):
     return out
 
 
-def _renormalise(arrays: list[np.ndarray], scale: np.ndarray) -> np.ndarray:
-    """Divide ``arrays`` (each (B, S)) by their common max-abs per batch; return the new scale."""
-    mx = np.max(np.stack([np.abs(a) for a in arrays]), axis=(0, 2))
-    ok = (mx > 0) & np.isfinite(mx)
-    div = np.where(ok, mx, 1.0)
-    for a in arrays:
-        a /= div[:, None]
-    return scale + np.where(ok, np.log(div), 0.0)
-
-
-def _route(flow: np.ndarray, nxt_idx: np.ndarray, keep: np.ndarray, S: int) -> np.ndarray:
-    """Sum flows (B, S, V) over the continuing tokens ``keep`` into their next context -> (B, S)."""
-    B = flow.shape[0]
-    sub = flow[:, :, keep].reshape(B, -1)
-    idx = nxt_idx[:, keep].ravel()
-    offs = (np.arange(B)[:, None] * S + idx[None, :]).ravel()
-    return np.bincount(offs, weights=sub.ravel(), minlength=B * S).reshape(B, S)
-
-
 # --------------------------------------------------------------------------- additive engine
 
 
+def _z_var(pair: Pair) -> np.ndarray:
+    """(S, V) variance of the terminal reward at ``nxt(c, a)``: ``m (1 - m)`` under Bernoulli noise, else 0."""
+    mdp = pair.mdp
+    if mdp.reward_noise != "bernoulli":
+        return np.zeros((pair.S, pair.V))
+    m = mdp.terminal_reward
+    return np.ascontiguousarray((m * (1.0 - m))[mdp.next_context], dtype=np.float64)
+
+
 def additive(pair: Pair, x, a0: float, per_length: bool = False, *, nch: int | None = None) -> tuple[float, float]:
-    r"""First and second moment of ``f = kappa(L) (a0 + A) G`` under mu.
+    r"""Mean and variance of ``f = kappa(L) (a0 + A) G`` under mu.
 
     Parameters
     ----------
@@ -253,72 +244,36 @@ def additive(pair: Pair, x, a0: float, per_length: bool = False, *, nch: int | N
         ``kappa(L) = 1 / L`` (tok_mean) instead of 1.
     nch : int, optional
         Context chunks per step (threads); default from ``numba.get_num_threads()``. The
-        result does not depend on it.
+        result does not depend on it (bit for bit).
 
     Returns
     -------
-    (E[f], E[f^2]) : floats
+    (E[f], Var f) : floats
+        ``Var f = sum_x p(x) (f(x) - fbar)^2`` with ``fbar`` the mean (``>= 0``; never formed as
+        ``E[f^2] - E[f]^2``, so it keeps its relative accuracy when ``Var f << E[f]^2``).
 
     Notes
     -----
-    Carries ``M_ij(c) = E[A^i R^j 1{c_t = c, running}]`` for ``i, j <= 2`` (``j = 0`` only
-    without step rewards). A step maps ``M`` to
-    ``N_ij(c, a) = mu_t(a|c) sum C(i,i') C(j,j') M_i'j'(c) x^{i-i'} rho^{j-j'}``; at
-    termination ``E[(a0 + A) G] = a0 N_01 + N_11 + m (a0 N_00 + N_10)`` and
-    ``E[(a0 + A)^2 G^2] = P_2 + 2 m P_1 + m2 P_0`` with ``P_j = a0^2 N_0j + 2 a0 N_1j + N_2j``.
-    Numba kernel: :func:`._moment_kernels.additive_kernel`; numpy twin: :func:`_additive_numpy`.
+    Carries, per context ``c`` and step, the mass ``P(c)`` of the running sequences, the
+    conditional means of ``A`` and ``R`` (as deviations from two global offsets, re-centred
+    every step so that they stay of the size of their spread) and the conditional central
+    moments ``C_ij = E[(A - abar)^i (R - rbar)^j | c]``, ``i, j <= 2`` (only ``C_20`` without
+    step rewards). A token shifts the means and leaves the central moments unchanged; the
+    flows entering a context are pooled around their pooled mean (pairwise-merge formulas:
+    ``C_ij = sum_e p_e sum C(i,k) C(j,l) C_kl,e da_e^(i-k) dr_e^(j-l) / sum_e p_e``). At
+    termination, a flow with ``B = a0 + A`` and ``G = R + Z`` has mean ``bbar gbar + C_11``
+    and variance ``bbar^2 (C_02 + vz) + gbar^2 C_20 + 2 bbar gbar C_11 + 2 bbar C_12 +
+    2 gbar C_21 + C_22 + C_20 vz - C_11^2`` (``vz`` the terminal reward's variance); flows
+    are combined by the law of total variance around the step's mean, and steps by Chan's
+    pairwise merge. Numba kernel: :func:`._moment_kernels.additive_kernel`.
     """
     T = pair.T
-    mean, second = _k.additive_kernel(
+    mean, var = _k.additive_kernel(
         *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(x, T), _rewards(pair),
-        bool(pair.mdp.has_step_reward), _ro(pair.m_next), _ro(pair.m2_next), float(a0), bool(per_length), int(T),
+        bool(pair.mdp.has_step_reward), _ro(pair.m_next), _ro(_z_var(pair)), float(a0), bool(per_length), int(T),
         _chunks(pair, nch),
     )
-    return float(mean), float(second)
-
-
-def _additive_numpy(pair: Pair, x, a0: float, per_length: bool = False) -> tuple[float, float]:
-    """numpy twin of :func:`additive` (the reference)."""
-    T, S = pair.T, pair.S
-    x = steps(x, T)
-    nxt = pair.mdp.next_context
-    rho = pair.mdp.step_reward
-    rp = (None, rho, rho * rho)
-    M = np.zeros((3, 3, S))
-    M[0, 0] = pair.mdp.start
-    mean = 0.0
-    second = 0.0
-    for t in range(T):
-        w = pair.mu[t]
-        xt = np.where(w > 0, x[t if x.shape[0] > 1 else 0], 0.0)
-        xp = (None, xt, xt * xt)
-        # stage 1: A -> A + x
-        U = [[None] * 3 for _ in range(3)]
-        for j in range(3):
-            m0, m1, m2 = M[0, j][:, None], M[1, j][:, None], M[2, j][:, None]
-            U[0][j] = np.broadcast_to(m0, w.shape)
-            U[1][j] = m1 + m0 * xt
-            U[2][j] = m2 + 2.0 * m1 * xt + m0 * xp[2]
-        # stage 2: R -> R + rho, times the flow weight
-        N = np.empty((3, 3) + w.shape)
-        for i in range(3):
-            N[i, 0] = U[i][0] * w
-            N[i, 1] = (U[i][1] + U[i][0] * rp[1]) * w
-            N[i, 2] = (U[i][2] + 2.0 * U[i][1] * rp[1] + U[i][0] * rp[2]) * w
-        tm = pair.terminating(t)
-        if tm.any():
-            kappa = 1.0 / (t + 1) if per_length else 1.0
-            mn, mn2 = pair.m_next[:, tm], pair.m2_next[:, tm]
-            Nt = N[:, :, :, tm]
-            f1 = a0 * Nt[0, 1] + Nt[1, 1] + mn * (a0 * Nt[0, 0] + Nt[1, 0])
-            P = [a0 * a0 * Nt[0, j] + 2.0 * a0 * Nt[1, j] + Nt[2, j] for j in range(3)]
-            f2 = P[2] + 2.0 * mn * P[1] + mn2 * P[0]
-            mean += kappa * float(f1.sum())
-            second += kappa * kappa * float(f2.sum())
-        if t < T - 1:
-            keep = ~tm
-            M = _route(N.reshape(9, S, -1), nxt, keep, S).reshape(3, 3, S)
-    return mean, second
+    return float(mean), float(var)
 
 
 # --------------------------------------------------------------------------- multiplicative engine
@@ -326,17 +281,46 @@ def _additive_numpy(pair: Pair, x, a0: float, per_length: bool = False) -> tuple
 
 @dataclass(frozen=True)
 class MultResult:
-    """Collected moments of ``H`` and ``G`` per batch, in log scale.
+    """Collected moments of ``f = H G'`` per batch, in log scale (``G' = G - shift``).
 
-    ``first`` (B, 2): ``E[H], E[H G']``, times ``exp(scale1)`` (B,);
-    ``second`` (B, 3): ``E[H^2], E[H^2 G'], E[H^2 G'^2]``, times ``exp(scale2)`` (B,),
-    where ``G' = G - shift``.
+    Raw moments (sums over the batch's sequences, not normalised by its probability):
+
+    - ``first`` (B, 2): ``E[H 1_b], E[H G' 1_b]``, times ``exp(scale1)`` (B,);
+    - ``second`` (B, 3): ``E[H^2 1_b], E[H^2 G' 1_b], E[H^2 G'^2 1_b]``, times ``exp(scale2)`` (B,).
+
+    Central moments, merged from conditional central moments (never formed as
+    ``E[f^2] - E[f]^2``, so they keep their relative accuracy when ``Var f << E[f]^2``):
+
+    - ``log_mass`` (B,): ``log P(b)`` (``-inf`` when the batch collects nothing);
+    - ``mean`` (B,) times ``exp(mean_scale)``: ``E[f | b]``;
+    - ``var`` (B,) times ``exp(var_scale)``: ``Var(f | b)`` (``>= 0``).
+
+    :meth:`total` merges the batches.
     """
 
     first: np.ndarray
     scale1: np.ndarray
     second: np.ndarray
     scale2: np.ndarray
+    log_mass: np.ndarray
+    mean: np.ndarray
+    mean_scale: np.ndarray
+    var: np.ndarray
+    var_scale: np.ndarray
+
+    def total(self):
+        """``((v1, s1), (vv, sv))``: ``E[f] = v1 e^{s1}`` and ``Var f = vv e^{sv}`` over all batches.
+
+        ``f`` is ``H G'`` on every collected sequence (batch ``b``'s own ``H`` on its sequences);
+        ``Var f = sum_x p(x) (f(x) - fbar)^2`` with ``fbar`` the mean over the collected
+        sequences (law of total variance across batches, Chan's merge in log scale).
+        """
+        acc = np.array([-np.inf, 0.0, 0.0, 0.0, 0.0])
+        for b in range(self.log_mass.shape[0]):
+            _k._merge_log(acc, float(self.log_mass[b]), float(self.mean[b]), float(self.mean_scale[b]),
+                          float(self.var[b]), float(self.var_scale[b]))
+        v1, s1, _, _, vv, sv = _k._merged_moments(acc)
+        return (float(v1), float(s1)), (float(vv), float(sv))
 
 
 def _batches(pair: Pair, lengths, root: bool):
@@ -354,7 +338,7 @@ def _batches(pair: Pair, lengths, root: bool):
 def multiplicative(
     pair: Pair, log_h, lengths=None, shift: float = 0.0, root: bool = False, *, nch: int | None = None
 ) -> MultResult:
-    r"""Moments of ``H G'`` with ``H = prod_t h_t(c_t, a_t)`` and ``G' = G - shift``.
+    r"""Moments of ``f = H G'`` with ``H = prod_t h_t(c_t, a_t)`` and ``G' = G - shift``.
 
     Parameters
     ----------
@@ -369,7 +353,7 @@ def multiplicative(
     root : bool
         Batch ``b`` uses ``log h_t / lengths[b]`` (``h^{1/L}``, geo) instead of ``log h_t``.
     nch : int, optional
-        Context chunks per step (threads); the result does not depend on it.
+        Context chunks per step (threads); the result does not depend on it (bit for bit).
 
     Returns
     -------
@@ -377,108 +361,46 @@ def multiplicative(
 
     Notes
     -----
-    Carries ``E[H R^j 1{c}]`` (``j = 0, 1``) scaled by ``exp(s1)`` and ``E[H^2 R^j 1{c}]``
-    (``j = 0, 1, 2``) scaled by ``exp(s2)``; the per-step kernels ``mu h^k`` are evaluated as
-    ``exp(log mu + k log h - shift_k)`` and every step renormalises by the max-abs moment.
-    A batch of length ``L`` costs ``L`` steps, so geo with eos (``lengths = 1..T``) costs
-    ``T (T + 1) / 2`` steps. Numba kernel: :func:`._moment_kernels.multiplicative_kernel` (one
-    batch at a time); numpy twin: :func:`_multiplicative_numpy` (all batches at once).
+    Carries, per context, the mass ``P`` of the running sequences, the conditional means of
+    ``H`` and ``R`` (``R`` as a deviation from a global offset) and the conditional central
+    moments ``C_ij`` of ``(H, R)``, ``i, j <= 2`` (only ``C_20`` without step rewards). A token
+    multiplies ``H``'s mean by ``h`` and ``C_ij`` by ``h^i``, shifts ``R``'s mean; the flows
+    entering a context are pooled around their pooled mean (pairwise merge). At termination a
+    flow has mean ``hbar gbar + C_11`` and variance as in :func:`additive` (``B = H``). The mass,
+    ``H``'s mean, the ``C_1j`` and the ``C_2j`` carry one log scale each (renormalised every
+    step), with ``h = exp(log h - sh)`` shifted by the step's largest exponent, so thousands of
+    steps stay finite (``E[H^2]`` far beyond the float range, and a covariance ``C_11`` far below
+    ``sqrt(C_20 C_02)`` still resolved). A batch of length ``L`` costs ``L`` steps, so geo with eos
+    (``lengths = 1..T``) costs ``T (T + 1) / 2`` steps. Numba kernel:
+    :func:`._moment_kernels.multiplicative_kernel` (one batch at a time).
     """
     T = pair.T
     lengths, collect_all, div = _batches(pair, lengths, root)
     B = len(lengths)
     common = _common(pair)
-    log_mu = _kernel_steps(pair.log_mu, T)
+    mu = _kernel_steps(pair.mu, T)
     lh = _kernel_steps(log_h, T)
     rho = _rewards(pair)
     mp = _ro(pair.m_next - shift)
-    mp2 = _ro(pair.m2_next - 2.0 * shift * pair.m_next + shift * shift)
+    vz = _ro(_z_var(pair))
     nch = _chunks(pair, nch)
     first, second = np.zeros((B, 2)), np.zeros((B, 3))
     scale1, scale2 = np.full(B, -np.inf), np.full(B, -np.inf)
+    central = np.zeros((B, 5))
+    central[:, 0] = -np.inf
     for b in range(B):
         nsteps = T if collect_all else int(min(lengths[b], T))
         if nsteps < 1:
             continue
-        first[b], scale1[b], second[b], scale2[b] = _k.multiplicative_kernel(
-            *common, log_mu, lh, float(div[b]), rho, bool(pair.mdp.has_step_reward), mp, mp2, nsteps,
+        first[b], scale1[b], second[b], scale2[b], central[b] = _k.multiplicative_kernel(
+            *common, mu, lh, float(div[b]), rho, bool(pair.mdp.has_step_reward), mp, vz, nsteps,
             bool(collect_all), int(T), nch,
         )
-    return MultResult(first=first, scale1=scale1, second=second, scale2=scale2)
-
-
-def _multiplicative_numpy(pair: Pair, log_h, lengths=None, shift: float = 0.0, root: bool = False) -> MultResult:
-    """numpy twin of :func:`multiplicative` (the reference; every batch advances together)."""
-    T, S = pair.T, pair.S
-    nxt = pair.mdp.next_context
-    rho = pair.mdp.step_reward
-    log_h = steps(log_h, T)
-    lengths, collect_all, div = _batches(pair, lengths, root)
-    B = len(lengths)
-    E1 = [np.zeros((B, S)) for _ in range(2)]
-    E2 = [np.zeros((B, S)) for _ in range(3)]
-    E1[0][:] = pair.mdp.start
-    E2[0][:] = pair.mdp.start
-    s1 = np.zeros(B)
-    s2 = np.zeros(B)
-    out1 = np.zeros((B, 2))
-    out2 = np.zeros((B, 3))
-    o1 = np.full(B, -np.inf)
-    o2 = np.full(B, -np.inf)
-    mp = pair.m_next - shift
-    mp2 = pair.m2_next - 2.0 * shift * pair.m_next + shift * shift
-    first_active = 0
-    for t in range(T):
-        if not collect_all:
-            while first_active < B and lengths[first_active] <= t:
-                first_active += 1
-            if first_active >= B:
-                break
-        act = slice(first_active, B)
-        lh = log_h[t if log_h.shape[0] > 1 else 0][None] / div[act][:, None, None]
-        lw = pair.log_mu[t][None]
-        l1 = lw + lh
-        l2 = lw + 2.0 * lh
-        sh1 = _safe_max(l1.reshape(l1.shape[0], -1), 1)
-        sh2 = _safe_max(l2.reshape(l2.shape[0], -1), 1)
-        f1 = np.exp(l1 - sh1[:, None, None])
-        f2 = np.exp(l2 - sh2[:, None, None])
-        a10, a11 = (e[act][:, :, None] for e in E1)
-        a20, a21, a22 = (e[act][:, :, None] for e in E2)
-        N10 = a10 * f1
-        N11 = (a11 + rho * a10) * f1
-        N20 = a20 * f2
-        N21 = (a21 + rho * a20) * f2
-        N22 = (a22 + 2.0 * rho * a21 + rho * rho * a20) * f2
-        sc1 = s1[act] + sh1
-        sc2 = s2[act] + sh2
-        tm = pair.terminating(t)
-        if tm.any():
-            if collect_all:
-                cb = np.ones(B - first_active, dtype=bool)
-            else:
-                cb = lengths[act] == t + 1
-            if cb.any():
-                mn, mn2 = mp[:, tm], mp2[:, tm]
-                n10, n11, n20, n21, n22 = (a[cb][:, :, tm] for a in (N10, N11, N20, N21, N22))
-                c1 = np.stack([n10, n11 + mn * n10], axis=1).sum(axis=(2, 3))
-                c2 = np.stack([n20, n21 + mn * n20, n22 + 2.0 * mn * n21 + mn2 * n20], axis=1).sum(axis=(2, 3))
-                idx = np.arange(first_active, B)[cb]
-                out1[idx], o1[idx] = log_add(out1[idx], o1[idx], c1, sc1[cb])
-                out2[idx], o2[idx] = log_add(out2[idx], o2[idx], c2, sc2[cb])
-        if t < T - 1:
-            keep = ~tm
-            if not keep.any():
-                break
-            new1 = [_route(a, nxt, keep, S) for a in (N10, N11)]
-            new2 = [_route(a, nxt, keep, S) for a in (N20, N21, N22)]
-            s1[act] = _renormalise(new1, sc1)
-            s2[act] = _renormalise(new2, sc2)
-            for e, n in zip(E1, new1):
-                e[act] = n
-            for e, n in zip(E2, new2):
-                e[act] = n
-    return MultResult(first=out1, scale1=o1, second=out2, scale2=o2)
+    return MultResult(
+        first=first, scale1=scale1, second=second, scale2=scale2, log_mass=central[:, 0].copy(),
+        mean=central[:, 1].copy(), mean_scale=central[:, 2].copy(), var=np.maximum(central[:, 3], 0.0),
+        var_scale=central[:, 4].copy(),
+    )
 
 
 # --------------------------------------------------------------------------- per-decision engine
@@ -492,8 +414,26 @@ def _pdis_u(pair: Pair, u, u_shift, u_div):
     return u, u_shift, u_div
 
 
-def pdis(pair: Pair, u, alpha, beta, u_shift=None, u_div=None, *, nch: int | None = None):
-    r"""First and second moment of ``f = sum_t X_t u_t(c_t, a_t) + X_{L-1} (alpha_{L-1} Z + beta_{L-1})``.
+@dataclass(frozen=True)
+class PdisResult:
+    """Moments of the per-decision statistic ``f``, each as ``(value, log scale)``.
+
+    ``first``: ``E[f] = v1 e^{s1}``; ``second``: ``E[f^2] = v2 e^{s2}``; ``variance``:
+    ``Var f = vv e^{sv}`` (``vv >= 0``), merged from central moments (never formed as
+    ``E[f^2] - E[f]^2``, so it keeps its relative accuracy when ``Var f << E[f]^2``).
+    Iterating yields ``first, second`` (so ``(v1, s1), (v2, s2) = pdis(...)`` still works).
+    """
+
+    first: tuple
+    second: tuple
+    variance: tuple
+
+    def __iter__(self):
+        return iter((self.first, self.second))
+
+
+def pdis(pair: Pair, u, alpha, beta, u_shift=None, u_div=None, *, nch: int | None = None) -> PdisResult:
+    r"""Mean, second moment and variance of ``f = sum_t X_t u_t(c_t, a_t) + X_{L-1} (alpha_{L-1} Z + beta_{L-1})``.
 
     ``X_t = W_{<=t} = prod_{s<=t} r_s`` and ``L`` is the length (the last real step is ``L-1``).
 
@@ -508,80 +448,38 @@ def pdis(pair: Pair, u, alpha, beta, u_shift=None, u_div=None, *, nch: int | Non
         The reward actually paid is ``u_t = (u[t] - u_shift[t]) / u_div[t]`` (default 0 and 1);
         wpdis uses ``(rho - theta_t) / b_t`` without a (T, S, V) array.
     nch : int, optional
-        Context chunks per step (threads); the result does not depend on it.
+        Context chunks per step (threads); the result does not depend on it (bit for bit).
 
     Returns
     -------
-    ((v1, s1), (v2, s2)) : ``E[f] = v1 e^{s1}``, ``E[f^2] = v2 e^{s2}`` (floats)
+    PdisResult
+        ``first = (v1, s1)``, ``second = (v2, s2)``, ``variance = (vv, sv)`` (floats) with
+        ``E[f] = v1 e^{s1}``, ``E[f^2] = v2 e^{s2}``, ``Var f = vv e^{sv}``; a scale is ``-inf``
+        when nothing terminates with positive probability.
 
     Notes
     -----
-    With ``F`` the running sum, a step maps ``X -> X r``, ``F -> F + X r u``, hence
-    ``E[X'] = mu r X``, ``E[F'] = mu F + mu r u X``, ``E[X'^2] = mu r^2 X^2``,
-    ``E[X'F'] = mu r XF + mu r^2 u X^2``, ``E[F'^2] = mu F^2 + 2 mu r u XF + mu r^2 u^2 X^2``.
-    Order-1 moments share one log scale and order-2 moments another. Numba kernel:
-    :func:`._moment_kernels.pdis_kernel`; numpy twin: :func:`_pdis_numpy`.
+    Carries, per context, the mass ``P`` of the running sequences and the conditional means
+    and central moments of ``(X, F)`` (``F`` the running sum): a step maps ``X -> r X``,
+    ``F -> F + r u X``, hence means ``(r x, f + r u x)`` and ``Cxx -> r^2 Cxx``,
+    ``Cxf -> r Cxf + r^2 u Cxx``, ``Cff -> Cff + 2 r u Cxf + r^2 u^2 Cxx``; the flows entering
+    a context are pooled around their pooled mean (pairwise merge). At termination a flow's
+    statistic ``F + X K`` (``K = alpha Z + beta`` independent given the final context) has
+    variance ``Cff + 2 E[K] Cxf + E[K^2] Cxx + Var(K) x^2``; flows and steps are combined by
+    the law of total variance. ``P``, the means and the central moments carry one log scale
+    each (renormalised every step), and ``F``'s means are kept as deviations from a global
+    offset, so long horizons stay finite and accurate. Numba kernel:
+    :func:`._moment_kernels.pdis_kernel`.
     """
     T = pair.T
     u, u_shift, u_div = _pdis_u(pair, u, u_shift, u_div)
-    v1, s1, v2, s2 = _k.pdis_kernel(
-        *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(pair.log_mu, T), _kernel_steps(pair.log_r, T),
-        _ro(u), _ro(u_shift), _ro(u_div), _ro(alpha), _ro(beta), _ro(pair.m_next), _ro(pair.m2_next), int(T),
+    v1, s1, v2, s2, vv, sv = _k.pdis_kernel(
+        *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(pair.log_r, T),
+        _ro(u), _ro(u_shift), _ro(u_div), _ro(np.broadcast_to(np.asarray(alpha, dtype=np.float64), (T,))),
+        _ro(np.broadcast_to(np.asarray(beta, dtype=np.float64), (T,))), _ro(pair.m_next), _ro(_z_var(pair)), int(T),
         _chunks(pair, nch),
     )
-    return (float(v1), float(s1)), (float(v2), float(s2))
-
-
-def _pdis_numpy(pair: Pair, u, alpha, beta, u_shift=None, u_div=None):
-    """numpy twin of :func:`pdis` (the reference)."""
-    T, S = pair.T, pair.S
-    nxt = pair.mdp.next_context
-    u, u_shift, u_div = _pdis_u(pair, u, u_shift, u_div)
-    X1 = pair.mdp.start[None].copy()
-    F1 = np.zeros((1, S))
-    X2 = pair.mdp.start[None].copy()
-    XF = np.zeros((1, S))
-    F2 = np.zeros((1, S))
-    s1 = np.zeros(1)
-    s2 = np.zeros(1)
-    acc1, o1 = np.zeros((1, 1)), np.full(1, -np.inf)
-    acc2, o2 = np.zeros((1, 1)), np.full(1, -np.inf)
-    for t in range(T):
-        lw, lr = pair.log_mu[t], pair.log_r[t]
-        ls = [lw, lw + lr, lw + 2.0 * lr]
-        sh1 = float(_safe_max(np.stack(ls[:2]).reshape(1, -1), 1)[0])
-        sh2 = float(_safe_max(np.stack(ls).reshape(1, -1), 1)[0])
-        g1 = [np.exp(ls[k] - sh1) for k in range(2)]
-        g2 = [np.exp(ls[k] - sh2) for k in range(3)]
-        ut = np.where(pair.mu[t] > 0, (u[t if u.shape[0] > 1 else 0] - u_shift[t]) / u_div[t], 0.0)
-        x1, f1 = X1[0][:, None], F1[0][:, None]
-        x2, xf, f2 = X2[0][:, None], XF[0][:, None], F2[0][:, None]
-        NX = x1 * g1[1]
-        NF = f1 * g1[0] + NX * ut
-        NXX = x2 * g2[2]
-        NXF = xf * g2[1] + NXX * ut
-        NFF = f2 * g2[0] + 2.0 * xf * g2[1] * ut + NXX * ut * ut
-        sc1 = s1 + sh1
-        sc2 = s2 + sh2
-        tm = pair.terminating(t)
-        if tm.any():
-            m, m2 = pair.m_next[:, tm], pair.m2_next[:, tm]
-            al, be = float(alpha[t]), float(beta[t])
-            k1 = al * m + be
-            k2 = al * al * m2 + 2.0 * al * be * m + be * be
-            c1 = (NF[:, tm] + NX[:, tm] * k1).sum()
-            c2 = (NFF[:, tm] + 2.0 * NXF[:, tm] * k1 + NXX[:, tm] * k2).sum()
-            acc1, o1 = log_add(acc1, o1, np.array([[c1]]), sc1)
-            acc2, o2 = log_add(acc2, o2, np.array([[c2]]), sc2)
-        if t < T - 1:
-            keep = ~tm
-            new1 = [_route(a[None], nxt, keep, S) for a in (NX, NF)]
-            new2 = [_route(a[None], nxt, keep, S) for a in (NXX, NXF, NFF)]
-            s1 = _renormalise(new1, sc1)
-            s2 = _renormalise(new2, sc2)
-            X1, F1 = new1
-            X2, XF, F2 = new2
-    return (float(acc1[0, 0]), float(o1[0])), (float(acc2[0, 0]), float(o2[0]))
+    return PdisResult(first=(float(v1), float(s1)), second=(float(v2), float(s2)), variance=(float(vv), float(sv)))
 
 
 def _wpdis_undefined(t: int) -> ValueError:
@@ -613,7 +511,7 @@ def wpdis_stats(pair: Pair, *, nch: int | None = None):
 
     Notes
     -----
-    Numba kernel: :func:`._moment_kernels.wpdis_kernel`; numpy twin: :func:`_wpdis_stats_numpy`.
+    Numba kernel: :func:`._moment_kernels.wpdis_kernel`.
     """
     T = pair.T
     b, theta, c_val, c_scale, bad = _k.wpdis_kernel(
@@ -622,47 +520,4 @@ def wpdis_stats(pair: Pair, *, nch: int | None = None):
     )
     if bad >= 0:
         raise _wpdis_undefined(int(bad))
-    return b, theta, c_val, c_scale
-
-
-def _wpdis_stats_numpy(pair: Pair):
-    """numpy twin of :func:`wpdis_stats` (the reference)."""
-    T, S = pair.T, pair.S
-    nxt = pair.mdp.next_context
-    rho = pair.mdp.step_reward
-    X1 = pair.mdp.start.copy()
-    X2 = pair.mdp.start[None].copy()
-    s2 = np.zeros(1)
-    ended1 = 0.0
-    ended2, e2s = np.zeros((1, 1)), np.full(1, -np.inf)
-    b = np.zeros(T)
-    theta = np.zeros(T)
-    c_val = np.zeros(T)
-    c_scale = np.full(T, -np.inf)
-    for t in range(T):
-        lw, lr = pair.log_mu[t], pair.log_r[t]
-        pi_s = np.exp(lw + lr)  # pi on mu's support, 0 elsewhere
-        l2 = lw + 2.0 * lr
-        sh2 = float(_safe_max(l2.reshape(1, -1), 1)[0])
-        g2 = np.exp(l2 - sh2)
-        tm = pair.terminating(t)
-        rew = rho + np.where(tm[None, :], pair.m_next, 0.0)
-        P1 = X1[:, None] * pi_s
-        P2 = X2[0][:, None] * g2
-        sc2 = s2 + sh2
-        b[t] = P1.sum() + ended1
-        if not b[t] > 0:
-            raise _wpdis_undefined(t)
-        theta[t] = float((P1 * rew).sum()) / b[t]
-        run = np.array([[float((P2 * (rew - theta[t])).sum())]])
-        v, s = log_add(run, sc2, ended2 * (-theta[t]), e2s)
-        c_val[t], c_scale[t] = v[0, 0], s[0]
-        ended1 += float(P1[:, tm].sum())
-        ended2, e2s = log_add(ended2, e2s, np.array([[float(P2[:, tm].sum())]]), sc2)
-        if t < T - 1:
-            keep = ~tm
-            X1 = _route(P1[None], nxt, keep, S)[0]
-            new2 = [_route(P2[None], nxt, keep, S)]
-            s2 = _renormalise(new2, sc2)
-            X2 = new2[0]
     return b, theta, c_val, c_scale
