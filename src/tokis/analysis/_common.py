@@ -9,13 +9,26 @@ import numpy as np
 import pandas as pd
 
 from ._config import Behavior, Family
-from ._output import format_value
+from ._harness import ASYMPTOTIC_COLUMNS, breakdown_mask
+from ._output import BLANK, format_value
 
-__all__ = ["as_family", "as_behavior", "parse_horizons", "parse_floats", "display_table", "DISPLAY_COLUMNS"]
+__all__ = ["as_family", "as_behavior", "parse_horizons", "parse_floats", "display_table", "exact_notes",
+           "blank_breakdowns", "DISPLAY_COLUMNS", "ASYMPTOTIC_NOTE", "BREAKDOWN_NOTE"]
 
 #: Columns of the printed sweep tables (after the sweep coordinates).
 DISPLAY_COLUMNS = ("estimator", "method", "exact_bias", "exact_std", "exact_mse", "ess_fraction", "mc_bias ± 95%",
                    "mc_std", "mean_ess", "z", "flag")
+
+#: Footnote of a printed table with ``method = asymptotic`` rows.
+ASYMPTOTIC_NOTE = ("Note: on rows with method = asymptotic (snis, wpdis) the exact_* columns are not exact: they hold "
+                   "the delta-method approximation (bias to O(1/n), std to first order in 1/sqrt(n)), and z is "
+                   "measured against it.")
+#: Footnote of a printed table with rows where the delta method broke down.
+BREAKDOWN_NOTE = (f"Note: {BLANK} marks delta-method values left out because the expansion has broken down there (an "
+                  "impossible mean or std for an estimate bounded by the rewards, an O(1/n) bias term above the std, "
+                  "or a normaliser with coefficient of variation above 1); such rows carry the flag delta! (delta? "
+                  "for asymptotic rows stored before these checks existed), and the raw numbers are in the CSV "
+                  "(columns asymptotic_breakdown, breakdown_reason).")
 
 
 def as_family(family) -> Family:
@@ -129,12 +142,50 @@ def _pm(row) -> str:
     return f"{format_value(b)} ± {format_value((hi - lo) / 2, 2)}"
 
 
+def exact_notes(table: pd.DataFrame) -> list[str]:
+    """Footnotes for a printed table: :data:`ASYMPTOTIC_NOTE` when ``table`` has asymptotic rows,
+    and :data:`BREAKDOWN_NOTE` when some of them broke down (:func:`~tokis.analysis._harness.breakdown_mask`)."""
+    notes = []
+    if "method" in table and (table["method"] == "asymptotic").any():
+        notes.append(ASYMPTOTIC_NOTE)
+    if breakdown_mask(table).any():
+        notes.append(BREAKDOWN_NOTE)
+    return notes
+
+
+def blank_breakdowns(table: pd.DataFrame, columns, broken=None) -> pd.DataFrame:
+    """A copy of ``table`` whose ``columns`` read :data:`~tokis.analysis._output.BLANK` on broken-down rows.
+
+    ``broken`` (bool array, one per row) defaults to
+    :func:`~tokis.analysis._harness.breakdown_mask` of ``table``.
+    """
+    out = table.copy()
+    broken = breakdown_mask(table) if broken is None else np.asarray(broken, dtype=bool)
+    if broken.any():
+        for c in columns:
+            if c in out:
+                out[c] = [BLANK if b else v for v, b in zip(out[c], broken)]
+    return out
+
+
+def _unchecked(table: pd.DataFrame) -> np.ndarray:
+    """Asymptotic rows never checked for breakdown (cells stored before the checks existed)."""
+    if "asymptotic_breakdown" not in table:
+        return np.ones(len(table), dtype=bool)
+    return table["asymptotic_breakdown"].isna().to_numpy()
+
+
 def display_table(table: pd.DataFrame, coords) -> pd.DataFrame:
     """The printed form of a sweep table: coordinates, then :data:`DISPLAY_COLUMNS`.
 
     ``mc_bias ± 95%`` is the Monte Carlo bias with the half-width of its interval; ``flag`` is
     ``std!`` where the empirical std is far below the exact one (``std_underestimated``),
-    ``z!`` where ``|z| > 4``.
+    ``z!`` where ``|z| > 4``, and ``delta!`` where the delta method of an asymptotic row broke
+    down (``asymptotic_breakdown``; ``delta?`` where it was never checked). On such rows the
+    ``exact_*`` columns and ``z`` read :data:`~tokis.analysis._output.BLANK` instead of the
+    delta method's numbers, and neither ``std!`` nor ``z!`` is raised (there is no trustworthy
+    value to compare with). ``attrs["notes"]`` holds the footnotes (:func:`exact_notes`) that
+    :func:`~tokis.analysis._output.to_markdown` and ``to_latex`` print under the table.
     """
     out = pd.DataFrame({c: table[c] for c in coords})
     for c in ("estimator", "method", "exact_bias", "exact_std", "exact_mse", "ess_fraction"):
@@ -143,13 +194,20 @@ def display_table(table: pd.DataFrame, coords) -> pd.DataFrame:
     out["mc_std"] = table["mc_std"]
     out["mean_ess"] = table["mean_ess"]
     out["z"] = table["z"]
+    broken = breakdown_mask(table)
+    unchecked = _unchecked(table)
     flags = []
-    for _, r in table.iterrows():
+    for i, (_, r) in enumerate(table.iterrows()):
         f = []
-        if bool(r["std_underestimated"]):
-            f.append("std!")
-        if np.isfinite(r["z"]) and abs(r["z"]) > 4 or np.isinf(r["z"]):
-            f.append("z!")
+        if broken[i]:
+            f.append("delta?" if unchecked[i] else "delta!")
+        else:
+            if bool(r["std_underestimated"]):
+                f.append("std!")
+            if np.isfinite(r["z"]) and abs(r["z"]) > 4 or np.isinf(r["z"]):
+                f.append("z!")
         flags.append(" ".join(f))
     out["flag"] = flags
-    return out.reset_index(drop=True)
+    out = blank_breakdowns(out, [*ASYMPTOTIC_COLUMNS, "z"], broken).reset_index(drop=True)
+    out.attrs["notes"] = exact_notes(table)
+    return out

@@ -9,6 +9,11 @@ bias of token-level IS like the accumulated state mismatch; :func:`overtakes` re
 horizon from which one estimator's exact MSE beats another's (e.g. where ``tok`` beats
 ``seq``).
 
+For snis and wpdis the "exact" columns hold delta-method approximations (``method`` is
+``"asymptotic"``); where the expansion breaks down (long horizons at fixed ``n``: see
+:mod:`tokis.analysis._harness`) the row is marked ``asymptotic_breakdown``, printed without
+its ``exact_*`` values and left out of :func:`overtakes`.
+
 Command line: ``tokis horizon`` or ``python -m tokis.analysis.horizon`` (see ``--help``).
 """
 
@@ -20,6 +25,7 @@ import pandas as pd
 
 from ._common import as_behavior, as_family, parse_horizons
 from ._config import Behavior
+from ._harness import ASYMPTOTIC_COLUMNS, breakdown_mask
 from ._sweep import Point, run_sweep
 
 __all__ = ["horizon", "overtakes", "DEFAULT_ESTIMATORS", "DEFAULT_HORIZONS", "DEFAULT_BEHAVIOR"]
@@ -101,12 +107,15 @@ def overtakes(table: pd.DataFrame, *, x: str = "T", metric: str = "exact_mse") -
     For each ordered pair ``(a, b)``, the smallest ``x`` at which ``metric(a) < metric(b)``
     after ``metric(a) > metric(b)`` at some smaller ``x`` ("a beats b from x on"). Values equal
     up to a relative ``1e-9`` (rounding; e.g. every token-level estimator equals ``seq`` at
-    ``T = 1``) are ties, which count neither way.
+    ``T = 1``) are ties, which count neither way. A delta-method value that broke down
+    (:func:`~tokis.analysis._harness.breakdown_mask`) is never compared: for an ``exact_*``
+    metric those points count as missing.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        A sweep table (columns ``x``, ``estimator`` and ``metric``).
+        A sweep table (columns ``x``, ``estimator`` and ``metric``; ``method`` and
+        ``asymptotic_breakdown`` where present).
     x : str
         The swept column.
     metric : str
@@ -116,12 +125,19 @@ def overtakes(table: pd.DataFrame, *, x: str = "T", metric: str = "exact_mse") -
     -------
     pandas.DataFrame
         Columns ``estimator``, ``beats``, ``from`` (the ``x`` value), ``stays_ahead`` (whether
-        ``a`` stays better at every larger ``x``), ``ratio`` (``metric(b) / metric(a)`` at the
-        last ``x``). Pairs without an overtake are left out; points where either value is NaN
-        are skipped.
+        ``a`` stays better at every larger ``x`` compared), ``until`` (the last ``x`` where
+        both values were compared: later points are missing, e.g. where a delta-method value
+        broke down), ``ratio`` (``metric(b) / metric(a)`` at ``until``) and ``asymptotic``
+        (whether a compared value of either estimator is a delta-method approximation,
+        ``method = "asymptotic"``, rather than exact). Pairs without an overtake are left
+        out; points where either value is NaN are skipped.
     """
+    table = table.copy()
+    if metric in ASYMPTOTIC_COLUMNS:
+        table.loc[breakdown_mask(table), metric] = math.nan
     piv = table.pivot_table(index=x, columns="estimator", values=metric, aggfunc="first", dropna=False)
     piv = piv.sort_index()
+    methods = dict(zip(zip(table[x], table["estimator"]), table["method"])) if "method" in table else {}
     names = list(dict.fromkeys(table["estimator"]))
     rows = []
     for a in names:
@@ -141,9 +157,12 @@ def overtakes(table: pd.DataFrame, *, x: str = "T", metric: str = "exact_mse") -
                     later, last = ok[pos:], ok[-1]
                     rows.append({"estimator": a, "beats": b, "from": xs[i].item() if hasattr(xs[i], "item") else xs[i],
                                  "stays_ahead": all(va[j] < vb[j] and not _tied(va[j], vb[j]) for j in later),
-                                 "ratio": vb[last] / va[last] if va[last] > 0 else math.inf})
+                                 "until": xs[last].item() if hasattr(xs[last], "item") else xs[last],
+                                 "ratio": vb[last] / va[last] if va[last] > 0 else math.inf,
+                                 "asymptotic": any(methods.get((xs[j], e)) == "asymptotic" for j in ok
+                                                   for e in (a, b))})
                     break
-    return pd.DataFrame(rows, columns=["estimator", "beats", "from", "stays_ahead", "ratio"])
+    return pd.DataFrame(rows, columns=["estimator", "beats", "from", "stays_ahead", "until", "ratio", "asymptotic"])
 
 
 def _tied(a: float, b: float) -> bool:
