@@ -10,15 +10,18 @@ Python API:
   same name returning a pandas DataFrame (and runnable as ``python -m tokis.analysis.<name>``):
   :func:`tokis.analysis.horizon.horizon` (with :func:`~tokis.analysis.horizon.overtakes`),
   :func:`tokis.analysis.divergence.divergence`, :func:`tokis.analysis.mismatch.mismatch`
-  (with :func:`~tokis.analysis.mismatch.calibrate`) and :func:`tokis.analysis.growth.growth`
-  (with :func:`~tokis.analysis.growth.fit_growth`).
+  (with :func:`~tokis.analysis.mismatch.calibrate`), :func:`tokis.analysis.growth.growth`
+  (with :func:`~tokis.analysis.growth.fit_growth`) and
+  :func:`tokis.analysis.gradient.gradient_sweep` (exact policy gradients of the objectives, with
+  :func:`~tokis.analysis.gradient.turning_points`, :func:`~tokis.analysis.gradient.landscape` and
+  :func:`~tokis.analysis.gradient.parse_objectives`).
 
 The command modules are not imported here, so ``tokis.analysis.horizon`` is always the module
 (``from tokis.analysis.horizon import horizon`` for the function) and ``python -m`` runs them
 cleanly.
 """
 
-from ._config import Behavior, EstimatorSpec, Family, config_key, parse_estimator, parse_estimators
+from ._config import Behavior, EstimatorConfig, Family, config_key, parse_estimator, parse_estimators
 from ._harness import monte_carlo, replication_seeds
 from ._output import to_latex, to_markdown
 from ._store import ResultStore, default_store_path
@@ -28,7 +31,7 @@ __all__ = [
     "replication_seeds",
     "Family",
     "Behavior",
-    "EstimatorSpec",
+    "EstimatorConfig",
     "parse_estimator",
     "parse_estimators",
     "config_key",

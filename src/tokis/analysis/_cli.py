@@ -1,9 +1,15 @@
-"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth``.
+"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth | gradient``.
 
 Each subcommand wraps the Python function of the same name in :mod:`tokis.analysis`, prints
 markdown tables on stdout (the cell counts and timing on stderr), and with ``--out DIR``
 writes CSV (every column), LaTeX (the printed columns) and PNG plots. Bad options print one
 line ``tokis: error: ...`` and exit with status 2.
+
+Values of snis and wpdis in the ``exact_*`` columns come from the delta method: their rows read
+``method = asymptotic`` and a note under the table says so; where the delta method broke
+down the values are printed as ``—`` with the flag ``delta!`` (the raw numbers stay in the
+CSV, with ``asymptotic_breakdown`` and ``breakdown_reason``), and plots draw delta-method
+series dashed, labelled "(asymptotic, delta method)".
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from ._common import display_table, parse_floats, parse_horizons
+from ._common import blank_breakdowns, display_table, exact_notes, parse_floats, parse_horizons
 from ._config import REWARDS, ROUNDINGS, FAMILIES, Behavior, Family, parse_estimator, parse_estimators
-from ._output import to_markdown, write_tables
+from ._harness import breakdown_mask
+from ._output import BLANK, to_markdown, write_tables
 
 __all__ = ["main", "build_parser"]
 
@@ -139,6 +147,48 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quantity", default="second_moment",
                    help="fitted quantity: second_moment (log E[f^2]) or variance (log Var f) (default second_moment)")
     _add_run(g, estimators=None, n=1024, replications=400)
+
+    gr = sub.add_parser("gradient", help="exact policy gradients of PPO/GRPO-style objectives against grad J",
+                        description="Across horizons T and per-token KL(pi_old||pi_theta) of the current policy "
+                        "pi_theta = perturb(pi_old, kl), the exact expected gradient of each objective under the "
+                        "sampler (mu = pi_old, or a behaviour model of pi_old) next to grad J(pi_theta): cosine, "
+                        "relative bias, ascent, variance along grad J, SNR at batch size n, clip probability and "
+                        "mass, and tok's state/value mismatch shares; then where each expected gradient stops "
+                        "pointing uphill and where SNR falls below 1. Exact only: an objective without an exact "
+                        "method at some T is reported with method none.")
+    _add_family(gr, "ngram")
+    _add_behavior(gr, "mu = pi_old; these options make mu a model of pi_old (engine mismatch), the anchor stays "
+                      "pi_old")
+    sw = gr.add_argument_group("sweep")
+    sw.add_argument("--objectives", default="seq,tok,ppo_clip,cispo,gspo", metavar="LIST",
+                    help="comma-separated objectives with optional parameters and settings, e.g. "
+                         "'tok,ppo_clip:eps_high=0.28,cispo,tok:correction=tis,c=2' (default "
+                         "seq,tok,ppo_clip,cispo,gspo)")
+    sw.add_argument("--horizons", default="1..64", metavar="LIST",
+                    help="comma-separated horizons; a..b = powers of two from a to b (default 1..64)")
+    sw.add_argument("--kls", default="0.01,0.05", metavar="LIST",
+                    help="per-token KL(pi_old||pi_theta) of the current policy (default 0.01,0.05)")
+    sw.add_argument("--theta-seed", type=int, default=1, metavar="S",
+                    help="seed of the direction from pi_old to pi_theta (default 1; a behaviour model's "
+                         "perturbation uses --mdp-seed)")
+    sw.add_argument("--n", type=int, default=256, help="batch size of the signal-to-noise ratio (default 256)")
+    sw.add_argument("--max-sequences", type=int, default=200_000, metavar="N",
+                    help="largest enumeration for objectives without a dynamic programme, e.g. gspo (default 200000)")
+    sw.add_argument("--landscape-horizon", type=int, default=None, metavar="T",
+                    help="horizon of the surrogate landscape plot (default: the longest swept horizon at which "
+                         "every objective is exact)")
+    sw.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
+    o = gr.add_argument_group("output and results store")
+    o.add_argument("--out", default=None, metavar="DIR",
+                   help="write CSV, LaTeX and PNG plots (cosine and SNR against T, surrogate landscape) to DIR")
+    o.add_argument("--store", default=None, metavar="PATH",
+                   help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
+    o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
+    o.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
+    gr.set_defaults(replications=2, backend="auto")  # no Monte Carlo here: what the shared _validate_run reads
     return parser
 
 
@@ -212,7 +262,8 @@ def _cmd_horizon(a) -> int:
     _say(f"## horizon sweep: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, seed={a.seed}\n")
     _say(to_markdown(shown, digits=a.digits))
     good = ov.loc[ov["stays_ahead"].astype(bool)].drop(columns=["stays_ahead"])
-    _say("\n## where exact MSE overtakes for good (estimator beats the other from T on; all crossings in the CSV)\n")
+    _say("\n## where exact MSE overtakes for good (estimator beats the other from T on, at every T compared up to "
+         "until; asymptotic: a delta-method MSE is compared, never one that broke down; all crossings in the CSV)\n")
     _say(to_markdown(good, digits=a.digits) if len(good) else "(no lasting overtake in this range)")
     if a.out:
         from ._plots import plot_sweep
@@ -277,9 +328,12 @@ def _cmd_growth(a) -> int:
     table = growth(fam, beh, estimator=spec, horizons=Ts, quantity=a.quantity, **_run_kwargs(a))
     _report_counts(table, t0)
     fit = table.attrs["fit"]
-    cols = ["T", "exact_log_second_moment", "mc_log_second_moment", "exact_log_variance", "mc_log_variance",
-            "exact_std", "mc_std", "std_underestimated"]
-    shown = table[cols]
+    cols = ["T", "method", "exact_log_second_moment", "mc_log_second_moment", "exact_log_variance",
+            "mc_log_variance", "exact_std", "mc_std", "std_underestimated"]
+    shown = blank_breakdowns(table[cols], ["exact_log_second_moment", "exact_log_variance", "exact_std"],
+                             breakdown_mask(table))
+    shown.attrs["notes"] = exact_notes(table)
+    rate = "asymptotic (delta-method) rate" if (table["method"] == "asymptotic").any() else "exact rate"
     q = fit["quantity"]
     summary = pd.DataFrame([dict(estimator=fit["estimator"], quantity=q, mc_slope=fit["mc_slope"],
                                  ci_lo=fit["mc_slope_lo"], ci_hi=fit["mc_slope_hi"], exact_rate=fit["exact_rate"],
@@ -290,7 +344,7 @@ def _cmd_growth(a) -> int:
     _say("\n## OLS slope (95% CI) against the exact per-step rate\n")
     _say(to_markdown(summary, digits=a.digits))
     verdict = "inside" if fit["agree"] else "outside"
-    _say(f"\nexact rate {fit['exact_rate']:.{a.digits}g} is {verdict} the 95% CI "
+    _say(f"\n{rate} {fit['exact_rate']:.{a.digits}g} is {verdict} the 95% CI "
          f"[{fit['mc_slope_lo']:.{a.digits}g}, {fit['mc_slope_hi']:.{a.digits}g}]: "
          f"{'they agree' if fit['agree'] else 'they disagree'}")
     if not math.isnan(fit["chi2_rate"]):
@@ -303,8 +357,53 @@ def _cmd_growth(a) -> int:
     return 0
 
 
+def _cmd_gradient(a) -> int:
+    from ._gradient import (DEFAULT_BEHAVIOR, display_gradient_table, gradient_sweep, landscape, parse_objectives,
+                            turning_points)
+
+    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    objs, Ts = parse_objectives(a.objectives), parse_horizons(a.horizons)
+    kls = parse_floats(a.kls, "kls")
+    if a.max_sequences < 1:
+        raise ValueError(f"--max-sequences must be >= 1, got {a.max_sequences}")
+    if a.landscape_horizon is not None and a.landscape_horizon < 1:
+        raise ValueError(f"--landscape-horizon must be >= 1, got {a.landscape_horizon}")
+    progress = a.progress if a.progress is not None else sys.stderr.isatty()
+    t0 = time.perf_counter()
+    table = gradient_sweep(fam, beh, objectives=objs, horizons=Ts, kls=kls, n=a.n, theta_seed=a.theta_seed,
+                           max_sequences=a.max_sequences, workers=a.workers, store=_store(a), progress=progress)
+    _report_counts(table, t0)
+    shown = display_gradient_table(table)
+    turns = turning_points(table)
+    sampler = "pi_old" if beh.label == "mu=pi" else f"{beh.label} applied to pi_old"
+    config = (f"{fam.label}, pi_theta = perturb(pi_old, kl) (theta seed {a.theta_seed}), mu: {sampler}, "
+              f"anchor pi_old")
+    _say(f"## exact policy gradients: {config}, n={a.n}\n")
+    _say(to_markdown(shown, digits=a.digits))
+    _say(f"\n## where the expected gradient stops pointing uphill (ascent < 0) and where the batch gradient drowns "
+         f"(|snr| < 1 at n={a.n})\n")
+    turns_shown = turns.astype(object).where(turns.notna(), BLANK)
+    turns_shown.attrs["notes"] = [f"Note: {BLANK} marks an event that does not happen at the horizons swept "
+                                  f"(T = {min(Ts)}..{max(Ts)}) with an exact value."]
+    _say(to_markdown(turns_shown, digits=a.digits))
+    if a.out:
+        from ._plots import plot_gradient, plot_landscape
+
+        write_tables({"gradient": (table, shown), "gradient_turning_points": (turns, turns_shown)}, a.out,
+                     digits=a.digits)
+        mu_text = "μ = π_old" if beh.label == "mu=pi" else f"μ = {beh.label} applied to π_old"
+        theta_text = f"π_θ = perturb(π_old, kl), θ seed {a.theta_seed}"
+        plot_gradient(table, a.out, prefix="gradient", title=f"{fam.label}; {theta_text}; {mu_text}; anchor π_old")
+        exact_T = [T for T in Ts if not (table.loc[table["T"] == T, "method"] == "none").any()]
+        T_land = a.landscape_horizon or (max(exact_T) if exact_T else min(Ts))
+        curves = landscape(fam, beh, objectives=objs, horizon=T_land, max_sequences=a.max_sequences)
+        curves.to_csv(Path(a.out) / "gradient_landscape.csv", index=False)
+        plot_landscape(curves, a.out, prefix="gradient", title=f"{fam.label}; {mu_text}; anchor π_old")
+    return 0
+
+
 _COMMANDS = {"horizon": _cmd_horizon, "divergence": _cmd_divergence, "mismatch": _cmd_mismatch,
-             "growth": _cmd_growth}
+             "growth": _cmd_growth, "gradient": _cmd_gradient}
 
 
 def _one_line(err) -> str:

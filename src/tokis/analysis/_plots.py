@@ -1,16 +1,31 @@
 """PNG plots of the analysis tables (matplotlib, Agg backend, no display needed).
 
 Sweep plots put the swept quantity on a log x axis, one colour per estimator: exact values as
-lines, Monte Carlo values as points with their 95 % error bars.
+solid lines, Monte Carlo values as points with their 95 % error bars. Delta-method values
+(``method == "asymptotic"``: snis, wpdis) are dashed lines labelled "(asymptotic, delta
+method)", never "(exact)", and points where the delta method broke down
+(:func:`~tokis.analysis._harness.breakdown_mask`) are not drawn; the legend says where.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_sweep", "plot_growth", "plot_models"]
+from ._harness import breakdown_mask
+
+__all__ = ["plot_sweep", "draw_sweep", "plot_growth", "plot_models", "plot_gradient", "plot_landscape", "EXACT_LABEL",
+           "ASYMPTOTIC_LABEL"]
+
+#: Legend suffix of exact values (methods ``"exact"`` and ``"enumeration"``).
+EXACT_LABEL = "(exact)"
+#: Legend suffix of delta-method values (method ``"asymptotic"``).
+ASYMPTOTIC_LABEL = "(asymptotic, delta method)"
+#: Line styles of exact and delta-method series (the latter with small x markers, so that a
+#: lone point between broken-down ones shows).
+_STYLE = {False: dict(ls="-"), True: dict(ls="--", marker="x", ms=4)}
 
 #: metric -> (exact column, MC column, MC lower, MC upper, y label)
 _METRICS = {
@@ -44,6 +59,29 @@ def _positive(v):
     return np.where(np.isfinite(v) & (v > 0), v, np.nan)
 
 
+def _asymptotic(table) -> np.ndarray:
+    """Rows whose exact columns hold delta-method values."""
+    if "method" not in table:
+        return np.zeros(len(table), dtype=bool)
+    return (table["method"] == "asymptotic").to_numpy()
+
+
+def _label(name: str, asymptotic: bool, broken_at=(), x: str = "x") -> str:
+    """Legend label of an exact (or delta-method) series; ``broken_at``: values of ``x`` left out."""
+    if not asymptotic:
+        return f"{name} {EXACT_LABEL}"
+    if len(broken_at) == 0:
+        return f"{name} {ASYMPTOTIC_LABEL}"
+    where = ", ".join(f"{v:g}" for v in broken_at)
+    return f"{name} {ASYMPTOTIC_LABEL[:-1]}; broke down at {x} = {where}: not drawn)"
+
+
+def _legend(ax) -> None:
+    """Small legend, two columns unless a label is long (a breakdown note): then one."""
+    labels = ax.get_legend_handles_labels()[1]
+    ax.legend(fontsize=7, ncol=1 if max(map(len, labels), default=0) > 40 else 2)
+
+
 def _bias_linthresh(table) -> float:
     """Linear range of the symlog bias axis: the Monte Carlo resolution (smallest CI half-width).
 
@@ -55,8 +93,68 @@ def _bias_linthresh(table) -> float:
     if half.size:
         return float(10.0 ** np.floor(np.log10(half.min())))
     vals = np.abs(table["exact_bias"].to_numpy(dtype=float))
-    vals = vals[np.isfinite(vals) & (vals > 0)]
+    vals = vals[np.isfinite(vals) & (vals > 0) & ~breakdown_mask(table)]
     return float(1e-3 * vals.max()) if vals.size else 1e-6
+
+
+def draw_sweep(ax, table, x: str, metric: str) -> None:
+    """Draw one metric of a sweep table on ``ax`` (what :func:`plot_sweep` saves, one file per metric).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    table : pandas.DataFrame
+        A sweep table (column ``x``, ``estimator`` and the harness columns).
+    x : str
+        The swept column.
+    metric : {"bias", "std", "mse", "ess"}
+
+    Notes
+    -----
+    Per estimator, one colour: the exact values as a solid line labelled ``NAME (exact)``; for
+    ``method == "asymptotic"`` rows the delta-method values as a dashed line labelled
+    ``NAME (asymptotic, delta method)``, without the points that broke down (the label then
+    says where); the Monte Carlo values as points with 95 % error bars.
+    """
+    plt = _pyplot()
+    ex, mc, lo, hi, ylabel = _METRICS[metric]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, name in enumerate(dict.fromkeys(table["estimator"])):
+        sub = table[table["estimator"] == name].sort_values(x)
+        xs = sub[x].to_numpy(dtype=float)
+        c = colors[j % len(colors)]
+        if ex is not None:
+            ye = sub[ex].to_numpy(dtype=float)
+            if metric != "bias":
+                ye = _positive(ye)
+            broken, asym = breakdown_mask(sub), _asymptotic(sub)
+            for kind in (False, True):  # exact series, then delta-method series
+                rows = asym == kind
+                if rows.any():
+                    yk = np.where(rows & ~broken, ye, np.nan)
+                    ax.plot(xs, yk, **_STYLE[kind], color=c, label=_label(name, kind, xs[rows & broken], x))
+        ym = sub[mc].to_numpy(dtype=float)
+        if lo is not None:
+            err = np.vstack([ym - sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float) - ym])
+            err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+            if metric != "bias":
+                err[0] = np.minimum(err[0], 0.999 * np.nan_to_num(ym))  # stay above zero on a log axis
+            ax.errorbar(xs, ym if metric == "bias" else _positive(ym), yerr=err, fmt="o", ms=4, capsize=2,
+                        color=c, label=f"{name} (MC)" if ex is None else None)
+        else:
+            ax.plot(xs, ym if metric == "bias" else _positive(ym), "o", ms=4, color=c,
+                    label=f"{name} (MC)" if ex is None else None)
+    if metric == "ess" and "ess_fraction" in table and "n" in table:
+        pts = table.drop_duplicates(x).sort_values(x)
+        pop = pts["ess_fraction"].to_numpy(dtype=float) * pts["n"].to_numpy(dtype=float)
+        ax.plot(pts[x].to_numpy(dtype=float), _positive(pop), "k--", label="population ESS (seq)")
+    _xscale(ax, table[x])
+    if metric == "bias":
+        ax.set_yscale("symlog", linthresh=_bias_linthresh(table))
+        ax.axhline(0.0, color="0.6", lw=0.8)
+    else:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
 
 
 def plot_sweep(table, x: str, out_dir, *, prefix: str, xlabel: str | None = None, title: str = "") -> list[Path]:
@@ -83,51 +181,22 @@ def plot_sweep(table, x: str, out_dir, *, prefix: str, xlabel: str | None = None
     -----
     Bias uses a symmetric-log y axis (it changes sign and is exactly 0 for unbiased
     estimators); the others a log axis. The ESS plot draws the exact population ESS of
-    sequence weights, ``n / E_mu[W^2]``, as a black dashed line.
+    sequence weights, ``n / E_mu[W^2]``, as a black dashed line. Exact values are solid lines
+    labelled :data:`EXACT_LABEL`; delta-method values (``method == "asymptotic"``) dashed lines
+    labelled :data:`ASYMPTOTIC_LABEL`, without the points where the delta method broke down
+    (the label lists them).
     """
     plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ests = list(dict.fromkeys(table["estimator"]))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     written = []
-    for metric, (ex, mc, lo, hi, ylabel) in _METRICS.items():
+    for metric in _METRICS:
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for j, name in enumerate(ests):
-            sub = table[table["estimator"] == name].sort_values(x)
-            xs = sub[x].to_numpy(dtype=float)
-            c = colors[j % len(colors)]
-            if ex is not None:
-                ye = sub[ex].to_numpy(dtype=float)
-                if metric != "bias":
-                    ye = _positive(ye)
-                ax.plot(xs, ye, "-", color=c, label=f"{name} (exact)")
-            ym = sub[mc].to_numpy(dtype=float)
-            if lo is not None:
-                err = np.vstack([ym - sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float) - ym])
-                err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
-                if metric != "bias":
-                    err[0] = np.minimum(err[0], 0.999 * np.nan_to_num(ym))  # stay above zero on a log axis
-                ax.errorbar(xs, ym if metric == "bias" else _positive(ym), yerr=err, fmt="o", ms=4, capsize=2,
-                            color=c, label=f"{name} (MC)" if ex is None else None)
-            else:
-                ax.plot(xs, ym if metric == "bias" else _positive(ym), "o", ms=4, color=c,
-                        label=f"{name} (MC)" if ex is None else None)
-        if metric == "ess" and "ess_fraction" in table and "n" in table:
-            pts = table.drop_duplicates(x).sort_values(x)
-            pop = pts["ess_fraction"].to_numpy(dtype=float) * pts["n"].to_numpy(dtype=float)
-            ax.plot(pts[x].to_numpy(dtype=float), _positive(pop), "k--", label="population ESS (seq)")
-        _xscale(ax, table[x])
-        if metric == "bias":
-            ax.set_yscale("symlog", linthresh=_bias_linthresh(table))
-            ax.axhline(0.0, color="0.6", lw=0.8)
-        else:
-            ax.set_yscale("log")
+        draw_sweep(ax, table, x, metric)
         ax.set_xlabel(xlabel or x)
-        ax.set_ylabel(ylabel)
         ax.set_title(title or f"{metric} against {xlabel or x}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        _legend(ax)
         fig.tight_layout()
         path = out / f"{prefix}_{metric}.png"
         fig.savefig(path, dpi=110)
@@ -146,13 +215,22 @@ def plot_growth(table, fit: dict, out_dir, *, prefix: str = "growth", column: st
         ``mc_<column>``).
     fit : dict
         ``mc_slope`` and ``mc_intercept`` of the fitted line.
+
+    The exact line is labelled "asymptotic (delta method)" and dashed when the estimator's
+    values come from the delta method, and leaves out horizons where it broke down.
     """
     plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     T = table["T"].to_numpy(dtype=float)
-    ax.plot(T, table[f"exact_{column}"], "-", color="C0", label="exact")
+    asym = bool(_asymptotic(table).any())
+    broken = breakdown_mask(table)
+    exact_label = "asymptotic (delta method)" if asym else "exact"
+    if broken.any():
+        exact_label += f"; broke down at T = {', '.join(f'{v:g}' for v in T[broken])}: not drawn"
+    ax.plot(T, np.where(broken, np.nan, table[f"exact_{column}"].to_numpy(dtype=float)), **_STYLE[asym], color="C0",
+            label=exact_label)
     ax.plot(T, table[f"mc_{column}"], "o", color="C1", label="Monte Carlo")
     ax.plot(T, fit["mc_intercept"] + fit["mc_slope"] * T, "--", color="C1",
             label=f"OLS fit, slope {fit['mc_slope']:.4g}")
@@ -168,7 +246,12 @@ def plot_growth(table, fit: dict, out_dir, *, prefix: str = "growth", column: st
 
 
 def plot_models(table, out_dir, *, prefix: str = "mismatch") -> list[Path]:
-    """Write ``PREFIX_mse.png``: exact MSE (bars) and Monte Carlo MSE (points) per behaviour model and estimator."""
+    """Write ``PREFIX_mse.png``: exact MSE (bars) and Monte Carlo MSE (points) per behaviour model and estimator.
+
+    Delta-method MSEs (``method == "asymptotic"``) are hatched bars labelled
+    :data:`ASYMPTOTIC_LABEL`; where the delta method broke down the bar is left out and the
+    legend says so.
+    """
     plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,16 +262,205 @@ def plot_models(table, out_dir, *, prefix: str = "mismatch") -> list[Path]:
     for j, name in enumerate(ests):
         sub = table[table["estimator"] == name].set_index("model").reindex(models)
         xs = np.arange(len(models)) + (j - (len(ests) - 1) / 2) * width
-        ax.bar(xs, _positive(sub["exact_mse"]), width=width * 0.9, color=f"C{j % 10}", alpha=0.6, label=f"{name} (exact)")
+        broken, asym = breakdown_mask(sub), _asymptotic(sub)
+        mse = _positive(sub["exact_mse"])
+        for kind in (False, True):  # exact bars, then hatched delta-method bars
+            rows = asym == kind
+            if rows.any():
+                ax.bar(xs[rows], np.where(broken, np.nan, mse)[rows], width=width * 0.9, color=f"C{j % 10}",
+                       alpha=0.6, hatch="//" if kind else None, label=_label(name, kind))
+        if broken.any():
+            ax.plot([], [], " ", label=f"{name}: delta method broke down for {', '.join(np.asarray(models)[broken])}, "
+                                       "bar not drawn")
         ax.plot(xs, _positive(sub["mc_mse"]), "o", color=f"C{j % 10}", ms=4)
     ax.set_xticks(np.arange(len(models)))
     ax.set_xticklabels(models, rotation=20, fontsize=8)
     ax.set_yscale("log")
-    ax.set_ylabel("MSE of the estimate (bars exact, points MC)")
+    ax.set_ylabel("MSE (bars: exact or delta method; points: MC)")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax)
     fig.tight_layout()
     path = out / f"{prefix}_mse.png"
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# ---------------------------------------------------------------------------------------------
+# exact policy gradients (tokis gradient)
+# ---------------------------------------------------------------------------------------------
+
+
+#: Markers of the objectives in the gradient plots (with colours, so that overlapping series stay visible).
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _horizon_axis(ax, horizons) -> None:
+    """Log-2 x axis with one labelled tick per horizon (no minor ticks)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    hs = sorted({int(h) for h in horizons})
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(hs))
+    ax.set_xticklabels([str(h) for h in hs])
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(hs) > 1:
+        ax.set_xlim(hs[0] / 1.25, hs[-1] * 1.25)
+    ax.set_xlabel("horizon T")
+
+
+def _missing_label(name: str, sub) -> str:
+    """``name``, with the horizons where the objective has no exact method (``method == "none"``)."""
+    none = sorted(int(t) for t in sub.loc[sub["method"] == "none", "T"])
+    if not none:
+        return name
+    have = sorted(int(t) for t in sub.loc[sub["method"] != "none", "T"])
+    if have and max(have) < min(none):
+        return f"{name} (exact only at T ≤ {max(have)})"
+    return f"{name} (no exact method at T = {', '.join(map(str, none))})"
+
+
+def _gradient_panels(plt, kls, title, height=3.6):
+    fig, axes = plt.subplots(1, len(kls), figsize=(3.9 * len(kls) + 2.6, height), sharey=True, squeeze=False,
+                             layout="constrained")
+    fig.suptitle(title, fontsize=9)
+    return fig, axes[0]
+
+
+def plot_gradient(table, out_dir, *, prefix: str = "gradient", title: str = "") -> list[Path]:
+    r"""Write ``PREFIX_cosine.png`` and ``PREFIX_snr.png`` from a ``tokis gradient`` table.
+
+    One panel per ``kl`` (the per-token KL(π_old‖π_θ)), one colour per objective, horizons on
+    a log x axis with a tick at each. ``cosine``: the cosine of the exact expected gradient to
+    grad J (0 drawn: below it the expected update goes downhill). ``snr``: the signal-to-noise
+    ratio at batch size n on a log y axis with the line SNR = 1; a negative SNR (the expected
+    gradient points downhill) is drawn as |SNR| with an open marker. Horizons where an
+    objective has no exact method (``method == "none"``) are left out and the legend says so.
+
+    Returns
+    -------
+    list of Path
+        The two files.
+    """
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kls = list(dict.fromkeys(table["kl"]))
+    names = list(dict.fromkeys(table["objective"]))
+    n = table.attrs["n"]
+    written = []
+    for metric in ("cosine", "snr"):
+        what = ("cosine of the exact expected gradient to ∇J" if metric == "cosine"
+                else f"signal-to-noise ratio along ∇J at batch size n = {n}")
+        fig, axes = _gradient_panels(plt, kls, f"{what}\n{title}" if title else what)
+        negative_seen = False
+        for ax, k in zip(axes, kls):
+            for j, name in enumerate(names):
+                sub = table[(table["kl"] == k) & (table["objective"] == name)].sort_values("T")
+                T = sub["T"].to_numpy(dtype=float)
+                y = sub[metric].to_numpy(dtype=float)
+                c, m = f"C{j % 10}", _MARKERS[j % len(_MARKERS)]
+                ms, lw = max(3.0, 7.5 - 1.0 * j), max(1.0, 2.6 - 0.35 * j)  # earlier series wider: overlaps show
+                label = _missing_label(name, sub) if ax is axes[0] else None
+                neg = y < 0 if metric == "snr" else np.zeros(y.shape, dtype=bool)
+                negative_seen |= bool(neg.any())
+                yy = y if metric == "cosine" else _positive(np.abs(y))
+                ax.plot(T, yy, "-", color=c, lw=lw, marker=m, ms=ms, label=label, markevery=list(np.flatnonzero(~neg)))
+                if neg.any():
+                    ax.plot(T[neg], yy[neg], ls="none", marker=m, ms=ms, mfc="white", mec=c)
+            _horizon_axis(ax, table["T"])
+            ax.set_title(f"KL(π_old‖π_θ) = {k:g} per token", fontsize=9)
+            ax.grid(True, which="major", alpha=0.3)
+            if metric == "cosine":
+                ax.axhline(0.0, color="0.4", lw=0.8)
+            else:
+                from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+                ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+                ax.axhline(1.0, color="0.3", lw=0.9, ls="--", label="SNR = 1" if ax is axes[0] else None)
+        if metric == "cosine":
+            lo = np.nanmin(table["cosine"].to_numpy(dtype=float)) if table["cosine"].notna().any() else 0.0
+            axes[0].set_ylim(min(-0.05, lo - 0.05), 1.03)
+            axes[0].set_ylabel("cosine(E[ĝ], ∇J)")
+        else:
+            axes[0].set_ylabel(f"SNR at n = {n}")
+            if negative_seen:
+                axes[0].plot([], [], "o", ls="none", mfc="white", mec="0.3", label="open marker: SNR < 0, |SNR| drawn")
+        fig.legend(loc="outside right center", fontsize=8, frameon=False)
+        path = out / f"{prefix}_{metric}.png"
+        fig.savefig(path, dpi=130)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_landscape(curves, out_dir, *, prefix: str = "gradient", title: str = "") -> list[Path]:
+    r"""Write ``PREFIX_landscape.png``: each objective's expected surrogate along θ_old + α d.
+
+    One panel per objective (``curves``: the long table of
+    :func:`tokis.analysis.gradient.landscape`), on a shared y axis: the surrogate (colour;
+    the panel title names the objective's aggregation, which scales its slope), the exact
+    J(θ_old + α d) (black) and the trust-region lower bound (grey dashed, named in the legend),
+    against α. An objective without an exact method gets a panel that says so. The legend sits
+    in an empty panel where the grid has one, else to the right of the panels.
+
+    Returns
+    -------
+    list of Path
+        The file written.
+    """
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(curves["objective"]))
+    cols = min(3, max(1, len(names)))
+    rows = -(-len(names) // cols)
+    spare = rows * cols > len(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols + (0.3 if spare else 3.0), 2.9 * rows + 0.7),
+                             squeeze=False, sharey=True, layout="constrained")
+    T = curves.attrs["T"]
+    head = f"expected surrogates along θ_old + α·d, d = ∇J(θ_old) of unit norm, T = {T}"
+    kl = curves["kl"].to_numpy(dtype=float)
+    if np.isfinite(kl).any():
+        head += f"; α reaches a per-token KL(π_old‖π_θ) of {np.nanmax(kl):.2g}"
+    fig.suptitle(f"{head}\n{title}" if title else head, fontsize=9)
+    bound_names = [b for b in dict.fromkeys(curves["bound_name"]) if isinstance(b, str) and b]
+    bound_label = "lower bound on J" + (":\n" + textwrap.fill(", ".join(bound_names), 44) if bound_names else "")
+    handles = {}
+    for i, name in enumerate(names):
+        ax = axes[i // cols][i % cols]
+        sub = curves[curves["objective"] == name].sort_values("alpha")
+        ax.set_title(f"{name}  (aggregation {sub['aggregation'].iloc[0]})", fontsize=8)
+        if sub["alpha"].isna().all():
+            note = textwrap.shorten(str(sub["note"].iloc[0]), 170, placeholder=" …")
+            ax.text(0.5, 0.5, f"no exact method at T = {T}:\n\n" + textwrap.fill(note, 44), ha="center",
+                    va="center", fontsize=7, transform=ax.transAxes)
+            ax.tick_params(bottom=False, labelbottom=False)
+            continue
+        a = sub["alpha"].to_numpy(dtype=float)
+        (handles["bound"],) = ax.plot(a, sub["bound"].to_numpy(dtype=float), "--", color="0.5", lw=1.0)
+        (line,) = ax.plot(a, sub["surrogate"].to_numpy(dtype=float), "-", color=f"C{i % 10}", lw=2.4)
+        handles.setdefault("surrogate", line)
+        (handles["J"],) = ax.plot(a, sub["value"].to_numpy(dtype=float), "-", color="k", lw=1.0)  # on top: visible
+        # where the surrogate equals J (seq with mu = pi_old)
+        ax.axvline(0.0, color="0.7", lw=0.8)
+        ax.set_xlabel("step size α")
+        ax.grid(True, alpha=0.3)
+    labels = {"J": "J(θ_old + α d), exact", "surrogate": "the objective's expected surrogate\n"
+              "J(θ_old) + L(θ) − L(θ_old) (colour per panel)", "bound": bound_label}
+    keys = [k for k in ("J", "surrogate", "bound") if k in handles]
+    for j in range(len(names), rows * cols):
+        axes[j // cols][j % cols].set_axis_off()
+    if spare:
+        axes[-1][-1].legend([handles[k] for k in keys], [labels[k] for k in keys], loc="center", fontsize=8,
+                            frameon=False)
+    else:
+        fig.legend([handles[k] for k in keys], [labels[k] for k in keys], loc="outside right center", fontsize=8,
+                   frameon=False)
+    path = out / f"{prefix}_landscape.png"
+    fig.savefig(path, dpi=130)
     plt.close(fig)
     return [path]
