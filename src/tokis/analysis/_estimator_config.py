@@ -18,7 +18,7 @@ import numpy as np
 from ..estimators import REGISTRY, get_estimator, register
 from ..estimators import EstimatorSpec as DeclaredSpec
 
-__all__ = ["EstimatorConfig", "load_declaration", "parse_estimator", "parse_estimators"]
+__all__ = ["EstimatorConfig", "load_declaration", "parse_estimator", "parse_estimators", "split_items"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,22 +234,7 @@ def parse_estimators(specs) -> list[EstimatorConfig]:
         specs = [specs]
     if isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[1], dict):
         specs = [specs]
-    items = []
-    for s in specs:
-        if isinstance(s, str):
-            for piece in s.replace(" ", ",").split(","):
-                piece = piece.strip()
-                if not piece:
-                    continue
-                if "=" in piece and ":" not in piece:
-                    if not items or not isinstance(items[-1], str):
-                        raise ValueError(f"estimator parameter {piece!r} does not follow an estimator name")
-                    sep = "," if ":" in items[-1] else ":"
-                    items[-1] = items[-1] + sep + piece
-                else:
-                    items.append(piece)
-        else:
-            items.append(s)
+    items = split_items(specs, "estimator")
     out = []
     for item in items:
         spec = parse_estimator(item)
@@ -258,3 +243,30 @@ def parse_estimators(specs) -> list[EstimatorConfig]:
     if not out:
         raise ValueError("no estimator given")
     return out
+
+
+def split_items(specs, what: str) -> list:
+    """Split comma/space-separated ``name[:k=v,...]`` text into items (non-strings pass through).
+
+    A piece ``key=value`` without a name continues the parameters of the previous item, so
+    ``"seq,mask_tok:lo=0.5,hi=2,snis"`` gives ``["seq", "mask_tok:lo=0.5,hi=2", "snis"]``.
+    Shared by the estimator and objective lists of the commands.
+    """
+    items = []
+    for s in specs:
+        if not isinstance(s, str):
+            items.append(s)
+            continue
+        for piece in s.replace(" ", ",").split(","):
+            piece = piece.strip()
+            if not piece:
+                continue
+            if "=" in piece and ":" not in piece:
+                if not items or not isinstance(items[-1], str):
+                    raise ValueError(f"{what} parameter {piece!r} does not follow an {what} name"
+                                     if what[0] in "aeiou" else
+                                     f"{what} parameter {piece!r} does not follow a {what} name")
+                items[-1] = items[-1] + ("," if ":" in items[-1] else ":") + piece
+            else:
+                items.append(piece)
+    return items

@@ -56,6 +56,7 @@ from ..objectives import REGISTRY as OBJECTIVES
 from ..objectives import get_correction, get_objective
 from ._common import as_behavior, as_family, parse_floats, parse_horizons
 from ._config import Behavior, canonical_json, config_key, to_jsonable
+from ._estimator_config import split_items
 from ._output import BLANK
 from ._store import open_store
 
@@ -292,21 +293,7 @@ def parse_objectives(specs) -> list[ObjectiveConfig]:
         specs = [specs]
     if isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[1], Mapping):
         specs = [specs]
-    items = []
-    for s in specs:
-        if isinstance(s, str):
-            for piece in s.replace(" ", ",").split(","):
-                piece = piece.strip()
-                if not piece:
-                    continue
-                if "=" in piece and ":" not in piece:
-                    if not items or not isinstance(items[-1], str):
-                        raise ValueError(f"objective parameter {piece!r} does not follow an objective name")
-                    items[-1] = items[-1] + ("," if ":" in items[-1] else ":") + piece
-                else:
-                    items.append(piece)
-        else:
-            items.append(s)
+    items = split_items(specs, "objective")
     out, seen = [], set()
     for item in items:
         cfg = parse_objective(item)

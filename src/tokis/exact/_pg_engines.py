@@ -92,7 +92,7 @@ class Walk:
 
     @property
     def graph(self):
-        """The pull graph of the continuing flows ``(indptr, src, tok)`` (:func:`._pg_kernels.incoming`)."""
+        """The pull graph of the continuing flows ``(indptr, src, tok)`` (:func:`._moment_kernels.incoming`)."""
         g = self.__dict__.get("_graph")
         if g is None:
             indptr, src, tok = _k.incoming(_ro(self.nxt, np.int64), self.eos)

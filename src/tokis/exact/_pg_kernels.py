@@ -34,8 +34,9 @@ import numba
 import numpy as np
 
 from .._backends._chunks import bounds
+from ._moment_kernels import _gather, incoming  # the one pull graph and gather of the forward kernels
 
-__all__ = ["incoming", "forward_kernel", "backward_kernel", "moments_kernel", "tok_split_kernel",
+__all__ = ["forward_kernel", "backward_kernel", "moments_kernel", "tok_split_kernel",
            "LINEAR", "SPLIT", "CRITIC"]
 
 #: Modes of :func:`backward_kernel` (``w = g A`` with ``A = G - b``; ``g_plus A^+ - g_minus A^-``;
@@ -43,46 +44,9 @@ __all__ = ["incoming", "forward_kernel", "backward_kernel", "moments_kernel", "t
 LINEAR, SPLIT, CRITIC = 0, 1, 2
 
 
-@numba.njit(cache=True)
-def incoming(nxt, eos):  # pragma: no cover - compiled
-    """CSR of the continuing flows by next context: ``(indptr (S+1,), src (E,), tok (E,))``.
-
-    Flows into ``c'`` are ``(src[e], tok[e])`` for ``e`` in ``indptr[c']..indptr[c'+1]-1``, in
-    ascending ``(c, a)`` order; flows with ``a == eos`` are left out.
-    """
-    S, V = nxt.shape
-    indptr = np.zeros(S + 1, np.int64)
-    for c in range(S):
-        for a in range(V):
-            if a != eos:
-                indptr[nxt[c, a] + 1] += 1
-    for s in range(S):
-        indptr[s + 1] += indptr[s]
-    E = indptr[S]
-    src = np.empty(E, np.int32)
-    tok = np.empty(E, np.int32)
-    fill = indptr[:S].copy()
-    for c in range(S):
-        for a in range(V):
-            if a != eos:
-                n = nxt[c, a]
-                k = fill[n]
-                src[k] = c
-                tok[k] = a
-                fill[n] = k + 1
-    return indptr, src, tok
-
-
 @numba.njit(cache=True, inline="always")
 def _at(arr, t):  # pragma: no cover - compiled
     return arr[t] if arr.shape[0] > 1 else arr[0]
-
-
-@numba.njit(cache=True)
-def _gather(a, src, tok, out, lo, hi):  # pragma: no cover - compiled
-    """``out[e] = a[src[e], tok[e]]`` for edges lo..hi-1."""
-    for e in range(lo, hi):
-        out[e] = a[src[e], tok[e]]
 
 
 @numba.njit(cache=True, inline="always")
