@@ -89,11 +89,11 @@ def _pd_columns_pass(batch, be):
 
 KERNEL_CASES = {
     "seq (token product)": (lambda b, be: _evaluate._token_product(est.seq.form, b, {}, be), ("log_ratio",)),
-    "tok (token sum)": (lambda b, be: _evaluate._token_sum(est.tok.form, b, {}, be), ("log_ratio", "mask")),
+    "tok (token sum)": (lambda b, be: _evaluate._token_sum(est.tok.form, b, {}, be), ("log_ratio",)),
     "clip_prod (token product, clipped)": (
-        lambda b, be: _evaluate._token_product(est.clip_prod.form, b, {"c": 2.0}, be), ("log_ratio", "mask")),
+        lambda b, be: _evaluate._token_product(est.clip_prod.form, b, {"c": 2.0}, be), ("log_ratio",)),
     "mask_tok (token sum, band)": (
-        lambda b, be: _evaluate._token_sum(est.mask_tok.form, b, {"lo": 0.5, "hi": 2.0}, be), ("log_ratio", "mask")),
+        lambda b, be: _evaluate._token_sum(est.mask_tok.form, b, {"lo": 0.5, "hi": 2.0}, be), ("log_ratio",)),
     "pdis (per-decision)": (_pd_pass, ("log_ratio", "rewards")),
     "wpdis (per-decision columns)": (_pd_columns_pass, ("log_ratio", "rewards")),
 }
@@ -225,7 +225,7 @@ cases = [
     ("sampler (rows)", nbs._sample_rows, s + (0, 4)),
     ("sampler (parallel driver)", nbs._sample_par, s),
     ("token product family, seq's map (driver)", lambda: nbf.token_product(
-        nbf.compile_map(est.seq.form.token), x, m, True, (), False), ()),
+        nbf.compile_map(est.seq.form.token), x, m, True, (), False, np.full(4, 8)), ()),
     ("validation sweep (rows)", nbp._check_rows,
      (x, m, True, x, True, k.copy(), e, k, np.empty(4, dtype=np.int8), np.empty(4, dtype=np.int8), 0, 4)),
 ]
@@ -237,7 +237,7 @@ if sys.argv[1] == "0":
           np.zeros((2, 3), dtype=np.int64), False, np.uint64(1), m.copy(), x.copy(), x.copy(), x.copy(), x.copy(),
           k.copy(), k.copy(), e.copy(), 0, 4)),
         ("token sum family, tok's map (driver)", lambda: nbf.token_sum(
-            nbf.compile_map(est.tok.form.token), x, m, True, (), 1.0, False), ()),
+            nbf.compile_map(est.tok.form.token), x, m, True, (), 1.0, False, np.full(4, 8)), ()),
         ("per-decision family, pdis' map (driver)", lambda: nbf.per_decision(
             nbf.compile_map(est.pdis.form.token), x, m, True, x, ()), ()),
     ]

@@ -27,6 +27,8 @@ from numba.extending import overload
 
 from .._core._xp import rebind_numpy
 from ._chunks import bounds, chunk_count
+from ._numba_math import exp as fast_exp
+from ._numba_math import expm1 as fast_expm1
 
 __all__ = [
     "compile_map",
@@ -68,6 +70,8 @@ def _scalar_numpy() -> types.ModuleType:
     mod.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
     mod.where = _scalar_where
     mod.clip = _scalar_clip
+    mod.exp = fast_exp  # vectorisable, within about an ulp of numpy's
+    mod.expm1 = fast_expm1
     return mod
 
 
@@ -90,17 +94,23 @@ def compile_map(func):
 
 # --------------------------------------------------------------------------- family kernels
 
+# reassociation lets LLVM keep several vector accumulators; no "nnan"/"ninf": -inf is data
+_FM = {"reassoc", "contract"}
 
-@numba.njit
-def _token_sum_rows(x, lr, mask, full, params, offset, per_length, out, lo, hi):  # pragma: no cover
+
+@numba.njit(fastmath=_FM)
+def _token_sum_rows(x, lr, mask, full, params, offset, per_length, lengths, out, lo, hi):  # pragma: no cover
     T = lr.shape[1]
     for i in range(lo, hi):
         s = 0.0
-        k = 0
-        for t in range(T):
-            if full or mask[i, t]:
+        k = lengths[i]
+        if full:
+            for t in range(T):
                 s += x(lr[i, t], *params)
-                k += 1
+        else:
+            for t in range(T):
+                v = x(lr[i, t], *params)
+                s += v if mask[i, t] else 0.0
         s += offset
         if per_length:
             s = s / k if k > 0 else 1.0
@@ -108,51 +118,61 @@ def _token_sum_rows(x, lr, mask, full, params, offset, per_length, out, lo, hi):
 
 
 @numba.njit(parallel=True)
-def _token_sum(x, lr, mask, full, params, offset, per_length, out, nch):  # pragma: no cover - compiled
+def _token_sum(x, lr, mask, full, params, offset, per_length, lengths, out, nch):  # pragma: no cover - compiled
     if nch > 1:
         for ch in numba.prange(nch):
             lo, hi = bounds(ch, nch, lr.shape[0])
-            _token_sum_rows(x, lr, mask, full, params, offset, per_length, out, lo, hi)
+            _token_sum_rows(x, lr, mask, full, params, offset, per_length, lengths, out, lo, hi)
     else:
-        _token_sum_rows(x, lr, mask, full, params, offset, per_length, out, 0, lr.shape[0])
+        _token_sum_rows(x, lr, mask, full, params, offset, per_length, lengths, out, 0, lr.shape[0])
 
 
-def token_sum(x, log_ratio, mask, full, params, offset, per_length):
-    """``(offset + sum_t x(l_t)) [/ L]`` per row (n,) (1 for an empty row when ``per_length``)."""
+def token_sum(x, log_ratio, mask, full, params, offset, per_length, lengths):
+    """``(offset + sum_t x(l_t)) [/ L]`` per row (n,) (1 for an empty row when ``per_length``).
+
+    ``full``: read every position (every token is real, or the map is 0 at the zeroed padding).
+    """
     out = np.empty(log_ratio.shape[0])
-    _token_sum(x, log_ratio, mask, full, params, float(offset), bool(per_length), out, chunk_count(*log_ratio.shape))
+    _token_sum(x, log_ratio, mask, full, params, float(offset), bool(per_length), lengths, out,
+               chunk_count(*log_ratio.shape))
     return out
 
 
-@numba.njit
-def _token_product_rows(y, lr, mask, full, params, per_length, out, lo, hi):  # pragma: no cover
+@numba.njit(fastmath=_FM)
+def _token_product_rows(y, lr, mask, full, params, per_length, lengths, out, lo, hi):  # pragma: no cover
     T = lr.shape[1]
     for i in range(lo, hi):
         s = 0.0
-        k = 0
-        for t in range(T):
-            if full or mask[i, t]:
+        k = lengths[i]
+        if full:
+            for t in range(T):
                 s += y(lr[i, t], *params)
-                k += 1
+        else:
+            for t in range(T):
+                v = y(lr[i, t], *params)
+                s += v if mask[i, t] else 0.0
         if per_length:
             s = s / k if k > 0 else 0.0
         out[i] = s
 
 
 @numba.njit(parallel=True)
-def _token_product(y, lr, mask, full, params, per_length, out, nch):  # pragma: no cover - compiled
+def _token_product(y, lr, mask, full, params, per_length, lengths, out, nch):  # pragma: no cover - compiled
     if nch > 1:
         for ch in numba.prange(nch):
             lo, hi = bounds(ch, nch, lr.shape[0])
-            _token_product_rows(y, lr, mask, full, params, per_length, out, lo, hi)
+            _token_product_rows(y, lr, mask, full, params, per_length, lengths, out, lo, hi)
     else:
-        _token_product_rows(y, lr, mask, full, params, per_length, out, 0, lr.shape[0])
+        _token_product_rows(y, lr, mask, full, params, per_length, lengths, out, 0, lr.shape[0])
 
 
-def token_product(y, log_ratio, mask, full, params, per_length):
-    """Log-weight ``sum_t y(l_t) [/ L]`` per row (n,) (0 for an empty row when ``per_length``)."""
+def token_product(y, log_ratio, mask, full, params, per_length, lengths):
+    """Log-weight ``sum_t y(l_t) [/ L]`` per row (n,) (0 for an empty row when ``per_length``).
+
+    ``full``: read every position (every token is real, or the map is 0 at the zeroed padding).
+    """
     out = np.empty(log_ratio.shape[0])
-    _token_product(y, log_ratio, mask, full, params, bool(per_length), out, chunk_count(*log_ratio.shape))
+    _token_product(y, log_ratio, mask, full, params, bool(per_length), lengths, out, chunk_count(*log_ratio.shape))
     return out
 
 
@@ -178,7 +198,7 @@ def _per_decision_rows(y, lr, mask, full, rew, params, b, h, lw, lo, hi):  # pra
                 acc += y(lr[i, t], *params)
             r = rew[i, t]
             if r != 0.0:
-                s += np.exp(acc - top) * r
+                s += fast_exp(acc - top) * r
         b[i] = top
         h[i] = s
 

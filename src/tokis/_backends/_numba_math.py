@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["exp"]
+__all__ = ["exp", "expm1"]
 
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 rounded to 32 significant bits: k * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
@@ -73,3 +73,30 @@ def exp(x):  # pragma: no cover - compiled
         * _bits_to_float((k1 + _EXP_BIAS) << _MANTISSA_BITS)
         * _bits_to_float((k2 + _EXP_BIAS) << _MANTISSA_BITS)
     )
+
+
+_E = tuple(1.0 / math.factorial(j) for j in range(2, 16))  # 1/2!, ..., 1/15!
+
+
+@numba.njit(cache=True, inline="always", fastmath={"contract"})
+def expm1(x):  # pragma: no cover - compiled
+    """``exp(x) - 1``, accurate near 0 and branch-free (vectorisable): ``x (1 + x/2! + ... + x^14/15!)``
+    for ``|x| < 0.35`` (truncation below 1e-17 relative), ``exp(x) - 1`` otherwise (a few ulps)."""
+    xs = min(max(x, -0.35), 0.35)  # the polynomial on a finite argument: both sides computed, then selected
+    p = _E[13]
+    p = p * xs + _E[12]
+    p = p * xs + _E[11]
+    p = p * xs + _E[10]
+    p = p * xs + _E[9]
+    p = p * xs + _E[8]
+    p = p * xs + _E[7]
+    p = p * xs + _E[6]
+    p = p * xs + _E[5]
+    p = p * xs + _E[4]
+    p = p * xs + _E[3]
+    p = p * xs + _E[2]
+    p = p * xs + _E[1]
+    p = p * xs + _E[0]
+    small = xs * (1.0 + xs * p)
+    big = exp(x) - 1.0
+    return small if abs(x) < 0.35 else big

@@ -65,17 +65,24 @@ def _map_args(func, params) -> tuple:
     return tuple(float(params[p]) for p in map_params(func))
 
 
+def _skip_mask(func, batch, params) -> bool:
+    """Whether a kernel may read every position: all are real, or the map is 0 at the zeroed padding."""
+    return batch.full or float(evaluate_map(func, 0.0, params)) == 0.0
+
+
 def _token_sum(form: TokenSum, batch, params, be):
     if be == "numba":
-        return nb.token_sum(nb.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
-                            _map_args(form.token, params), form.offset, form.per_length)
+        return nb.token_sum(nb.compile_map(form.token), batch.log_ratio, batch.mask,
+                            _skip_mask(form.token, batch, params), _map_args(form.token, params), form.offset,
+                            form.per_length, batch.lengths)
     return form.weights(batch.xp, batch, params)
 
 
 def _token_product(form: TokenProduct, batch, params, be):
     if be == "numba":
-        return nb.token_product(nb.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
-                                _map_args(form.token, params), form.per_length)
+        return nb.token_product(nb.compile_map(form.token), batch.log_ratio, batch.mask,
+                                _skip_mask(form.token, batch, params), _map_args(form.token, params),
+                                form.per_length, batch.lengths)
     return form.log_weights(batch.xp, batch, params)
 
 
