@@ -34,9 +34,9 @@ import numba
 import numpy as np
 
 from .._backends._chunks import bounds
-from ._moment_kernels import _gather, incoming  # the one pull graph and gather of the forward kernels
+from ._moment_kernels import _gather, incoming  # re-exported: the one pull graph of the forward kernels
 
-__all__ = ["forward_kernel", "backward_kernel", "moments_kernel", "tok_split_kernel",
+__all__ = ["incoming", "forward_kernel", "backward_kernel", "moments_kernel", "tok_split_kernel",
            "LINEAR", "SPLIT", "CRITIC"]
 
 #: Modes of :func:`backward_kernel` (``w = g A`` with ``A = G - b``; ``g_plus A^+ - g_minus A^-``;
