@@ -1,4 +1,4 @@
-"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth | gradient``.
+"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth | gradient | coverage``.
 
 Each subcommand wraps the Python function of the same name in :mod:`tokis.analysis`, prints
 markdown tables on stdout (the cell counts and timing on stderr), and with ``--out DIR``
@@ -189,6 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
     gr.set_defaults(replications=2, backend="auto")  # no Monte Carlo here: what the shared _validate_run reads
+
+    cv = sub.add_parser("coverage", help="real coverage of confidence intervals against exact truth",
+                        description="For estimators x interval methods (Estimate.ci: normal, t, bca two-sided; "
+                        "bernstein, hoeffding one-sided lower bounds) x horizons, the fraction of R intervals that "
+                        "contain the exact target (J(pi) for unbiased estimators, the estimator's own exact mean for "
+                        "biased ones, the delta-method mean for ratio estimators: the table says which), with a "
+                        "Wilson 95 % interval, the mean width (two-sided) or mean distance below the target "
+                        "(lower bounds), and the miss rates on each side.")
+    _add_family(cv, "ngram")
+    _add_behavior(cv, "--kl 0.1")
+    cs = cv.add_argument_group("coverage")
+    cs.add_argument("--horizons", default="2,4,8,16", metavar="LIST",
+                    help="comma-separated horizons; a..b = powers of two from a to b (default 2,4,8,16)")
+    cs.add_argument("--methods", default="normal,t,bca,bernstein,hoeffding", metavar="LIST",
+                    help="interval methods (default normal,t,bca,bernstein,hoeffding)")
+    cs.add_argument("--level", type=float, default=0.95, help="nominal level (default 0.95)")
+    cs.add_argument("--resamples", type=int, default=999, metavar="B",
+                    help="bootstrap resamples of bca (default 999, fewer than Estimate.ci's 9999 for speed)")
+    _add_run(cv, estimators="seq,pdis,tok,snis,clip_tok,clip_prod", n=64, replications=1000)
     return parser
 
 
@@ -402,8 +421,35 @@ def _cmd_gradient(a) -> int:
     return 0
 
 
+def _cmd_coverage(a) -> int:
+    from ._coverage import DEFAULT_BEHAVIOR, coverage, display_coverage_table, parse_methods
+
+    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    specs, Ts, methods = parse_estimators(a.estimators), parse_horizons(a.horizons), parse_methods(a.methods)
+    if not 0.0 < a.level < 1.0:
+        raise ValueError(f"--level must lie in (0, 1), got {a.level}")
+    if a.resamples < 2:
+        raise ValueError(f"--resamples must be >= 2, got {a.resamples}")
+    if a.n < 2:
+        raise ValueError(f"--n must be >= 2 for an interval, got {a.n}")
+    t0 = time.perf_counter()
+    table = coverage(fam, beh, estimators=specs, methods=methods, horizons=Ts, level=a.level, n_resamples=a.resamples,
+                     **_run_kwargs(a))
+    _report_counts(table, t0)
+    shown = display_coverage_table(table, digits=min(a.digits, 3))
+    _say(f"## interval coverage: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, level={a.level:g}, "
+         f"seed={a.seed}, bca resamples={a.resamples}\n")
+    _say(to_markdown(shown, digits=a.digits))
+    if a.out:
+        from ._plots import plot_coverage
+
+        write_tables({"coverage": (table, shown)}, a.out, digits=a.digits)
+        plot_coverage(table, a.out, prefix="coverage", title=f"{fam.label}, {beh.label}, n={a.n}, R={a.replications}")
+    return 0
+
+
 _COMMANDS = {"horizon": _cmd_horizon, "divergence": _cmd_divergence, "mismatch": _cmd_mismatch,
-             "growth": _cmd_growth, "gradient": _cmd_gradient}
+             "growth": _cmd_growth, "gradient": _cmd_gradient, "coverage": _cmd_coverage}
 
 
 def _one_line(err) -> str:

@@ -16,7 +16,8 @@ import numpy as np
 
 from ._harness import breakdown_mask
 
-__all__ = ["plot_sweep", "draw_sweep", "plot_growth", "plot_models", "plot_gradient", "plot_landscape", "EXACT_LABEL",
+__all__ = ["plot_sweep", "draw_sweep", "plot_growth", "plot_models", "plot_gradient", "plot_landscape", "plot_coverage",
+           "EXACT_LABEL",
            "ASYMPTOTIC_LABEL"]
 
 #: Legend suffix of exact values (methods ``"exact"`` and ``"enumeration"``).
@@ -462,5 +463,50 @@ def plot_landscape(curves, out_dir, *, prefix: str = "gradient", title: str = ""
                    frameon=False)
     path = out / f"{prefix}_landscape.png"
     fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return [path]
+
+
+def plot_coverage(table, out_dir, *, prefix: str = "coverage", title: str = "") -> list[Path]:
+    """Write ``PREFIX.png``: coverage against T, one panel per interval method, one line per estimator.
+
+    Each point is the coverage of the cell's target over R replications with its Wilson 95 %
+    error bar; the nominal level is the black dashed line. Lower bounds (bernstein, hoeffding)
+    are one-sided at the same level; panels say which. Cells where the method does not apply
+    are not drawn (the legend lists only estimators with a value in the panel). Estimators whose
+    target is the delta-method mean (ratio estimators) are dashed and labelled "(asymptotic
+    target)".
+    """
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = list(dict.fromkeys(table["method"]))
+    level = float(table["level"].iloc[0]) if len(table) else 0.95
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 0.6, 4.0), sharey=True, squeeze=False)
+    colors = {e: f"C{i % 10}" for i, e in enumerate(dict.fromkeys(table["estimator"]))}
+    for ax, m in zip(axes[0], methods):
+        sub = table[table["method"] == m]
+        for est, s in sub.groupby("estimator", sort=False):
+            s = s[s["applicable"].astype(bool) & np.isfinite(s["coverage"].to_numpy(dtype=float))].sort_values("T")
+            if not len(s):
+                continue
+            asym = (s["target"].astype(str).str.startswith("asymptotic")).any()
+            c = s["coverage"].to_numpy(dtype=float)
+            err = np.vstack([c - s["coverage_lo"].to_numpy(dtype=float), s["coverage_hi"].to_numpy(dtype=float) - c])
+            ax.errorbar(s["T"].to_numpy(dtype=float), c, yerr=err, color=colors[est], marker="o", ms=3, capsize=2,
+                        ls="--" if asym else "-", label=f"{est}{' (asymptotic target)' if asym else ''}")
+        ax.axhline(level, color="black", ls="--", lw=1, label=f"nominal {level:g}")
+        side = "lower bound" if (sub["side"] == "lower").any() else "two-sided"
+        ax.set_title(f"{m} ({side})")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("T")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("coverage of the target (Wilson 95 %)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = out / f"{prefix}.png"
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]

@@ -87,6 +87,26 @@ def _c_or_ionides(value, name):
     return check_c(value, name, allow_ionides=True)
 
 
+def _product_bound(T, c):
+    """``prod_t min(r_t, c) <= max(c, 1)^T``."""
+    return max(c, 1.0) ** T
+
+
+def _token_clip_bound(T, c):
+    """``1 + sum_t (min(r_t, c) - 1) <= 1 + T max(c - 1, 0)``."""
+    return 1.0 + T * max(c - 1.0, 0.0)
+
+
+def _token_mask_bound(T, hi):
+    """``1 + sum_t 1{band} (r_t - 1) <= 1 + T max(hi - 1, 0)``."""
+    return 1.0 + T * max(hi - 1.0, 0.0)
+
+
+def _sequence_mask_bound(T, hi):
+    """``W 1{lo <= W <= hi} <= hi``."""
+    return hi
+
+
 def _band(params):
     params["lo"], params["hi"] = check_band(params["lo"], params["hi"])
     return params
@@ -172,6 +192,7 @@ clip_prod = define(
     token_flags={"clipped_fraction": above},
     description="per-token truncated product: prod_t min(r_t, c) G",
     reference="Munos et al. (2016), Retrace; Espeholt et al. (2018), IMPALA",
+    weight_bound=_product_bound,
     notes=("Biased (downwards for non-negative returns); variance bounded by c^(2T). Diagnostics: "
            "clipped_fraction of real tokens with r_t > c (log-space comparison)."))
 clip_tok = define(
@@ -179,6 +200,7 @@ clip_tok = define(
     token_flags={"clipped_fraction": above},
     description="token-level TIS: (1 + sum_t (min(r_t, c) - 1)) G",
     reference="Yao et al. (2025), truncated importance sampling for rollout mismatch",
+    weight_bound=_token_clip_bound,
     notes="The token surrogate, truncated; biased. Diagnostics: clipped_fraction of real tokens with r_t > c.")
 geo = define(
     "geo", TokenProduct(log_ratio, per_length=True),
@@ -189,11 +211,13 @@ mask_seq = define(
     "mask_seq", SequenceTransform(_W, masked_log_weight), params={"lo": 0.5, "hi": 2.0}, check=_band,
     sequence_flags={"masked_fraction": outside},
     description="sequence masking: W G 1{lo <= W <= hi}", reference="Liu et al. (2025), training-inference mismatch",
+    weight_bound=_sequence_mask_bound,
     notes="Biased. Diagnostics: masked_fraction of sequences outside the band (compared in log space).")
 mask_tok = define(
     "mask_tok", TokenSum(masked_ratio_minus_one, offset=1.0), params={"lo": 0.5, "hi": 2.0}, check=_band,
     token_flags={"masked_fraction": outside},
     description="token masking: (1 + sum_t 1{lo <= r_t <= hi} (r_t - 1)) G", reference="Ling Team (2025), IcePop",
+    weight_bound=_token_mask_bound,
     notes=("Tokens outside the band drop out of the token surrogate (one band test, in log space, shared with "
            "the exact moments). Biased. Diagnostics: masked_fraction of real tokens outside."))
 psis = define(

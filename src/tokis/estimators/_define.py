@@ -110,6 +110,7 @@ class EstimatorSpec:
     token_flags: Mapping[str, Callable] = field(default_factory=dict)
     sequence_flags: Mapping[str, Callable] = field(default_factory=dict)
     notes: str = ""
+    weight_bound: Callable | None = None
 
     def __post_init__(self):
         for key in ("param_specs", "token_flags", "sequence_flags"):
@@ -125,6 +126,21 @@ class EstimatorSpec:
 
     def __call__(self, log_ratio, rewards, *, mask=None, backend="auto", **params):
         return evaluate(self, log_ratio, rewards, mask=mask, backend=backend, **params)
+
+    def statistic_bound(self, horizon: int, return_max: float, params: Mapping | None = None):
+        """A bound on every per-sample statistic for non-negative returns at most ``return_max``, or None.
+
+        From the declaration's ``weight_bound(horizon, **params)`` (a bound on the weight that
+        multiplies ``G``), e.g. ``max(c, 1)^T`` for clip_prod; None when the weight is unbounded.
+        Hoeffding's lower bound (``Estimate.ci(method="hoeffding", upper=...)``) needs it.
+        """
+        if return_max < 0:
+            raise ValueError(f"return_max must be >= 0, got {return_max}")
+        if self.weight_bound is None:
+            return None
+        p = self.check_params(dict(params or {}))
+        args = {k: p[k] for k in map_params(self.weight_bound) if k in p}
+        return float(self.weight_bound(int(horizon), **args)) * float(return_max)
 
     def check_params(self, given: Mapping) -> dict:
         """Validate ``given`` and fill in defaults: the one parameter check of this estimator.
@@ -220,7 +236,7 @@ class EstimatorSpec:
 def define(name: str, form, *, reduce="mean", params=None, unbiased: bool = False, description: str = "",
            reference: str = "", check: Callable | None = None, level: str | None = None,
            token_flags: Mapping | None = None, sequence_flags: Mapping | None = None,
-           notes: str = "") -> EstimatorSpec:
+           notes: str = "", weight_bound: Callable | None = None) -> EstimatorSpec:
     r"""Declare an estimator: a form, a reduction and its parameters.
 
     Parameters
@@ -250,6 +266,9 @@ def define(name: str, form, *, reduce="mean", params=None, unbiased: bool = Fals
         ``flag(l, *params)`` (``flag(log_w, *params)``) is true.
     notes : str, optional
         Bias, ESS and diagnostics notes for the generated docstring.
+    weight_bound : callable, optional
+        ``weight_bound(horizon, *params) -> float``: a bound on the weight multiplying ``G``
+        (clipped and masked estimators know theirs); used by Hoeffding's lower bound.
 
     Returns
     -------
@@ -295,7 +314,8 @@ def define(name: str, form, *, reduce="mean", params=None, unbiased: bool = Fals
         raise ValueError(f"level must be 'token' or 'sequence', got {level!r}")
     return EstimatorSpec(name=name, form=form, reduce=reduce, param_specs=specs, check=check,
                          unbiased=bool(unbiased), description=description, reference=reference, level=level,
-                         token_flags=flags_t, sequence_flags=flags_s, notes=notes)
+                         token_flags=flags_t, sequence_flags=flags_s, notes=notes,
+                         weight_bound=weight_bound)
 
 
 _REGISTRY: dict[str, EstimatorSpec] = {}

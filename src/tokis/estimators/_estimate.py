@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+
+from ._intervals import interval
 
 __all__ = ["Estimate"]
 
@@ -83,25 +83,51 @@ class Estimate:
         for name in ("samples", "numerator", "denominator"):
             object.__setattr__(self, name, _freeze(getattr(self, name)))
 
-    def ci(self, level: float = 0.95) -> tuple[float, float]:
-        """Normal-approximation confidence interval ``value -/+ z * stderr``.
+    def ci(self, level: float = 0.95, *, method: str = "normal", rng=None, upper=None, truncation=None,
+           n_resamples=None) -> tuple[float, float]:
+        """Confidence interval (two-sided) or high-confidence lower bound (one-sided) of the mean.
 
         Parameters
         ----------
         level : float
-            Coverage in (0, 1); ``z`` is the ``(1 + level) / 2`` standard normal quantile.
+            Coverage in (0, 1) (``1 - delta`` for the lower bounds).
+        method : {"normal", "t", "bca", "bernstein", "hoeffding"}
+            Two-sided: ``"normal"`` (``value -/+ z * stderr``, ``z`` the ``(1 + level) / 2``
+            normal quantile; the default, as before), ``"t"`` (Student t quantile with ``n - 1``
+            degrees of freedom), ``"bca"`` (BCa bootstrap, :func:`scipy.stats.bootstrap`, of the
+            per-sample mean or, for ratio estimators, of the paired ratio ``sum N / sum D``).
+            One-sided lower bounds for non-negative statistics, returned as ``(lo, inf)``:
+            ``"bernstein"`` (truncated empirical Bernstein, Thomas et al. 2015; ``c`` chosen on a
+            held-out fifth of the batch) and ``"hoeffding"`` (statistics in ``[0, upper]``). See
+            :mod:`tokis.estimators._intervals` for the formulas and the truncation choice.
+        rng : None, int or numpy.random.Generator
+            Seed of the bootstrap (``"bca"`` only): the same seed gives the same interval.
+        upper : float, optional
+            ``"hoeffding"`` only: a bound on every possible per-sample statistic (true scale).
+        truncation : float, optional
+            ``"bernstein"`` only: a fixed truncation level ``c`` (true scale), chosen without
+            looking at this batch; then all ``n`` samples enter the bound.
+        n_resamples : int, optional
+            ``"bca"`` only: bootstrap resamples (default 9999).
 
         Returns
         -------
         (lo, hi) : tuple of float
+            ``hi = inf`` for the lower bounds.
+
+        Raises
+        ------
+        ValueError
+            A level outside (0, 1), an unknown method, an option of another method, or a method
+            that does not apply (the message names the method and why): no per-sample arrays,
+            ``n`` too small, a batch-transform estimator (psis, trunc_seq) for the resampling and
+            concentration methods, negative statistics or a ratio estimator for the lower bounds,
+            no ``upper`` (or a sample above it) for Hoeffding.
+        TypeError
+            A level that is not a number.
         """
-        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)):
-            raise TypeError(f"level must be a number in (0, 1), got {level!r}")
-        level = float(level)
-        if not 0.0 < level < 1.0 or math.isnan(level):
-            raise ValueError(f"level must lie in (0, 1), got {level!r}")
-        z = NormalDist().inv_cdf(0.5 + level / 2.0)
-        return (self.value - z * self.stderr, self.value + z * self.stderr)
+        return interval(self, level, method=method, rng=rng, upper=upper, truncation=truncation,
+                        n_resamples=n_resamples)
 
     def __repr__(self) -> str:
         return (

@@ -196,6 +196,9 @@ def evaluate(spec, log_ratio, rewards, mask=None, backend="auto", **given) -> Es
         new, extra = reduce.transform(to_host(lw), **params)
         lw = xp.asarray(new)
         diag.update(extra)
+        # whether the estimate depends on the batch as a whole (psis; trunc_seq with c="ionides"):
+        # intervals that assume independent per-sample terms read this
+        diag["batch_transform"] = not reduce.is_per_sample(params)
         reduce = reduce.reduction(params)
     if reduce == "ratio":
         return _ratio(spec, batch, be, diag, lw)
