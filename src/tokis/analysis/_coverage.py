@@ -52,9 +52,7 @@ Command line: ``tokis coverage`` or ``python -m tokis.analysis.coverage`` (see `
 from __future__ import annotations
 
 import math
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
@@ -68,6 +66,7 @@ from ._harness import estimate_bounds, exact_columns, replication_seeds
 from ._horizon import horizon_points
 from ._output import BLANK
 from ._store import open_store
+from ._sweep import run_tasks
 
 __all__ = ["coverage", "display_coverage_table", "wilson_interval", "parse_methods", "COLUMNS", "DISPLAY_COLUMNS",
            "DEFAULT_ESTIMATORS", "DEFAULT_METHODS", "DEFAULT_HORIZONS", "DEFAULT_BEHAVIOR", "DEFAULT_N",
@@ -370,20 +369,7 @@ def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, metho
                     backend)
 
         try:
-            if workers == 1 or len(tasks) <= 1:
-                for i, ks, todo in tasks:
-                    finish(i, ks, todo, _compute_point(*args(i, ks, todo)))
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-                    futures = {pool.submit(_compute_point, *args(*t)): t for t in tasks}
-                    try:
-                        for f in as_completed(futures):
-                            finish(*futures[f], f.result())
-                    except BaseException:
-                        for f in futures:
-                            f.cancel()
-                        raise
+            run_tasks(tasks, _compute_point, args, finish, workers)
         finally:
             bar.close()
     finally:

@@ -42,10 +42,8 @@ import hashlib
 import inspect
 import json
 import math
-import multiprocessing
 import sys
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +57,7 @@ from ._config import Behavior, canonical_json, config_key, to_jsonable
 from ._estimator_config import split_items
 from ._output import BLANK
 from ._store import open_store
+from ._sweep import run_tasks
 
 __all__ = [
     "gradient_sweep",
@@ -489,21 +488,7 @@ def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES,
             return p.mdp, p.theta, p.mu, p.old, [resolved[j] for j in todo], n, max_sequences
 
         try:
-            if workers == 1 or len(tasks) <= 1:
-                for i, todo in tasks:
-                    finish(i, todo, _compute_point(*args(i, todo)))
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-                    futures = {pool.submit(_compute_point, *args(i, todo)): (i, todo) for i, todo in tasks}
-                    try:
-                        for f in as_completed(futures):
-                            i, todo = futures[f]
-                            finish(i, todo, f.result())
-                    except BaseException:
-                        for f in futures:
-                            f.cancel()
-                        raise
+            run_tasks(tasks, _compute_point, args, finish, workers)
         finally:
             bar.close()
     finally:

@@ -130,6 +130,30 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
                 leave=False, dynamic_ncols=True)
 
 
+def run_tasks(tasks, compute, args_of, finish, workers: int) -> None:
+    """Run ``compute(*args_of(*task))`` for every task and call ``finish(*task, result)`` as results arrive.
+
+    In this process when ``workers == 1`` (or one task), else on ``workers`` spawned processes
+    (completion order; pending tasks are cancelled if one fails or on KeyboardInterrupt). The one
+    executor of every sweep command; each command stores a cell in ``finish``, so an interrupted
+    sweep keeps what finished.
+    """
+    if workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            finish(*task, compute(*args_of(*task)))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        futures = {pool.submit(compute, *args_of(*task)): task for task in tasks}
+        try:
+            for f in as_completed(futures):
+                finish(*futures[f], f.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", store=None, workers=1,
               progress=False, desc="sweep") -> pd.DataFrame:
     """Evaluate every (point, estimator) cell, reading finished cells from the store.
@@ -202,29 +226,11 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
             bar.update(len(todo))
 
         try:
-            if workers == 1 or len(tasks) <= 1:
-                for i, todo in tasks:
-                    p = points[i]
-                    result = compute_point(p.mdp, p.target, p.behavior, [specs[k] for k in todo], n, R,
-                                           _seed(p, seed), backend)
-                    finish(i, todo, result)
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-                    futures = {}
-                    for i, todo in tasks:
-                        p = points[i]
-                        f = pool.submit(compute_point, p.mdp, p.target, p.behavior, [specs[k] for k in todo], n, R,
-                                        _seed(p, seed), backend)
-                        futures[f] = (i, todo)
-                    try:
-                        for f in as_completed(futures):
-                            i, todo = futures[f]
-                            finish(i, todo, f.result())
-                    except BaseException:
-                        for f in futures:
-                            f.cancel()
-                        raise
+            def args(i, todo):
+                p = points[i]
+                return p.mdp, p.target, p.behavior, [specs[k] for k in todo], n, R, _seed(p, seed), backend
+
+            run_tasks(tasks, compute_point, args, finish, workers)
         finally:
             bar.close()
     finally:
