@@ -21,10 +21,22 @@ The command modules are not imported here, so ``tokis.analysis.horizon`` is alwa
 cleanly.
 """
 
-from ._config import Behavior, EstimatorConfig, Family, config_key, parse_estimator, parse_estimators
-from ._harness import monte_carlo, replication_seeds
-from ._output import to_latex, to_markdown
-from ._store import ResultStore, default_store_path
+import importlib
+
+_EXPORTS = {
+    "monte_carlo": "_harness",
+    "replication_seeds": "_harness",
+    "Family": "_config",
+    "Behavior": "_config",
+    "EstimatorConfig": "_config",
+    "parse_estimator": "_config",
+    "parse_estimators": "_config",
+    "config_key": "_config",
+    "ResultStore": "_store",
+    "default_store_path": "_store",
+    "to_markdown": "_output",
+    "to_latex": "_output",
+}
 
 __all__ = [
     "monte_carlo",
@@ -40,3 +52,16 @@ __all__ = [
     "to_markdown",
     "to_latex",
 ]
+
+
+def __getattr__(name):
+    # lazy re-exports: the ``tokis`` command imports this package, and its start-up stays cheap
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"tokis.analysis.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokis.analysis' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

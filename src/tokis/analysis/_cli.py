@@ -15,138 +15,67 @@ series dashed, labelled "(asymptotic, delta method)".
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from ._common import blank_breakdowns, display_table, exact_notes, parse_floats, parse_horizons
-from ._config import REWARDS, ROUNDINGS, FAMILIES, Behavior, Family, parse_estimator, parse_estimators
-from ._harness import breakdown_mask
-from ._output import BLANK, to_markdown, write_tables
+from . import _cli_args as A
 
 __all__ = ["main", "build_parser"]
 
 
-class _UsageError(Exception):
-    """A bad option (reported on one line, exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line: ``tokis: error: ...`` (exit status 2)."""
-
-    def error(self, message):  # noqa: D401 - argparse hook
-        raise _UsageError(message)
-
-
-def _add_family(p, default_family: str, default_reward: str = "last"):
-    g = p.add_argument_group("MDP family")
-    g.add_argument("--family", default=default_family, metavar="NAME",
-                   help=f"context automaton: {', '.join(FAMILIES)} (default {default_family})")
-    g.add_argument("--vocab", type=int, default=8, metavar="V", help="vocabulary size (default 8)")
-    g.add_argument("--order", type=int, default=1, metavar="K", help="n-gram order, ngram only (default 1)")
-    g.add_argument("--eos", type=int, default=None, metavar="TOKEN", help="end-of-sequence token (default none)")
-    g.add_argument("--reward", default=default_reward, metavar="KIND",
-                   help=f"reward: {', '.join(REWARDS)} (default {default_reward}; last: 1 when the last token is "
-                        "--reward-token; random: a Uniform[0,1] terminal reward per context)")
-    g.add_argument("--reward-token", type=int, default=0, metavar="TOKEN",
-                   help="token of the count/parity/last reward (default 0)")
-    g.add_argument("--threshold", type=int, default=2, metavar="M", help="threshold of the count reward (default 2)")
-    g.add_argument("--pattern", default="0,1", metavar="TOKENS", help="pattern of the pattern reward (default 0,1)")
-    g.add_argument("--noise", default="none", metavar="KIND",
-                   help="terminal reward observation noise: none or bernoulli (default none)")
-    g.add_argument("--mdp-seed", type=int, default=0, metavar="S",
-                   help="seed of the random reward, the target policy and the perturbation direction (default 0)")
-    g.add_argument("--scale", type=float, default=1.0, metavar="SD",
-                   help="std of the target policy's Gaussian logits (default 1)")
-
-
-def _add_behavior(p, default: str):
-    g = p.add_argument_group("behaviour model (how mu differs from pi)", f"default: {default}")
-    g.add_argument("--kl", type=float, default=None, help="perturb to a per-context KL(pi||mu)")
-    g.add_argument("--chi2", type=float, default=None, help="perturb to a per-context chi2(pi||mu)")
-    g.add_argument("--temperature", type=float, default=None, metavar="TAU", help="sampling temperature")
-    g.add_argument("--top-k", type=int, default=None, metavar="K", help="top-k truncation")
-    g.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus (top-p) truncation")
-    g.add_argument("--round", default=None, metavar="DTYPE",
-                   help=f"round the logits: {', '.join(ROUNDINGS)}")
-
-
-def _add_run(p, *, estimators: str | None, n: int = 256, replications: int = 100):
-    g = p.add_argument_group("Monte Carlo")
-    if estimators is not None:
-        g.add_argument("--estimators", default=estimators, metavar="LIST",
-                       help="comma-separated estimators with optional parameters, e.g. "
-                            f"'seq,tok,clip_tok:c=2,mask_tok:lo=0.5,hi=2' (default {estimators})")
-    g.add_argument("--n", type=int, default=n, help=f"sequences per replication (default {n})")
-    g.add_argument("--replications", "-R", type=int, default=replications,
-                   help=f"Monte Carlo replications (default {replications})")
-    g.add_argument("--seed", type=int, default=0, help="master seed of the replications (default 0)")
-    g.add_argument("--backend", default="auto", help="sampling/estimator backend: auto, numpy, numba, cupy")
-    g.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
-    o = p.add_argument_group("output and results store")
-    o.add_argument("--out", default=None, metavar="DIR", help="write CSV, LaTeX and PNG plots to DIR")
-    o.add_argument("--store", default=None, metavar="PATH",
-                   help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
-    o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
-    o.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tokis`` command (every option documented in ``--help``)."""
-    parser = _Parser(prog="tokis", description="Off-policy importance-sampling estimators for LLM RL, measured "
+    parser = A.Parser(prog="tokis", description="Off-policy importance-sampling estimators for LLM RL, measured "
                      "against exact ground truth on tabular token MDPs. Each command prints markdown tables; "
                      "finished cells are kept in a SQLite store so an interrupted sweep resumes.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=A.Parser)
     sub.required = True
 
     h = sub.add_parser("horizon", help="sweep the horizon T (the flagship)",
                        description="Sweep T = 1, 2, 4, ... at a fixed per-token divergence: exact bias, std, MSE "
                        "and population ESS fraction next to Monte Carlo bias (95 % CI), std, Kish ESS and z-score, "
                        "per estimator; then where each estimator's exact MSE overtakes another's.")
-    _add_family(h, "ngram")
-    _add_behavior(h, "--kl 0.05")
+    A.add_family(h, "ngram")
+    A.add_behavior(h, "--kl 0.05")
     h.add_argument("--horizons", default="1..64", metavar="LIST",
                    help="comma-separated horizons; a..b = powers of two from a to b (default 1..64)")
-    _add_run(h, estimators="seq,tok,snis,clip_tok,geo,clip_prod", n=1024, replications=1000)
+    A.add_run(h, estimators="seq,tok,snis,clip_tok,geo,clip_prod", n=1024, replications=1000)
 
     d = sub.add_parser("divergence", help="sweep the per-token divergence at fixed T",
                        description="Sweep the per-context KL (or chi2) of the perturbation at a fixed horizon.")
-    _add_family(d, "ngram")
-    _add_behavior(d, "no other transformation; --kl/--chi2 are replaced by the swept values")
+    A.add_family(d, "ngram")
+    A.add_behavior(d, "no other transformation; --kl/--chi2 are replaced by the swept values")
     d.add_argument("--kind", default="kl", help="swept divergence: kl or chi2 (default kl)")
     d.add_argument("--values", default="0.001,0.003,0.01,0.03,0.1,0.3", metavar="LIST",
                    help="comma-separated divergences (default 0.001,0.003,0.01,0.03,0.1,0.3)")
     d.add_argument("--horizon", type=int, default=16, metavar="T", help="horizon (default 16)")
-    _add_run(d, estimators="seq,tok,snis,clip_tok,geo,clip_prod", n=1024, replications=500)
+    A.add_run(d, estimators="seq,tok,snis,clip_tok,geo,clip_prod", n=1024, replications=500)
 
     m = sub.add_parser("mismatch", help="compare behaviour models at matched KL",
                        description="Compare behaviour models (perturbation, temperature, top-p, top-k, bf16/fp16 "
                        "rounding), each calibrated to the same per-token sampler KL(mu||pi) under mu.")
-    _add_family(m, "ngram")
+    A.add_family(m, "ngram")
     m.add_argument("--models", default="perturb,temperature,top_p,bf16", metavar="LIST",
                    help="comma-separated models: perturb, temperature, top_p, top_k, bf16, fp16 "
                         "(default perturb,temperature,top_p,bf16)")
     m.add_argument("--kl", type=float, default=0.01, help="matched per-token KL(mu||pi) (default 0.01)")
     m.add_argument("--horizon", type=int, default=16, metavar="T", help="horizon (default 16)")
-    _add_run(m, estimators="seq,tok,snis,clip_tok,geo,mask_tok", n=1024, replications=500)
+    A.add_run(m, estimators="seq,tok,snis,clip_tok,geo,mask_tok", n=1024, replications=500)
 
     g = sub.add_parser("growth", help="regress log Var against T, next to the exact rate",
                        description="Fit log E[f^2] (or log Var f) of one estimator against T by OLS (statsmodels) "
                        "with a 95 % CI on the slope, next to the exact per-step growth rate; say whether they agree.")
-    _add_family(g, "iid", "random")
-    _add_behavior(g, "--chi2 0.05")
+    A.add_family(g, "iid", "random")
+    A.add_behavior(g, "--chi2 0.05")
     g.add_argument("--estimator", default="seq", help="the estimator (default seq)")
     g.add_argument("--horizons", default="2,4,6,8,10,12,14,16,18,20", metavar="LIST",
                    help="comma-separated horizons, at least 3 (default 2,4,...,20)")
     g.add_argument("--quantity", default="second_moment",
                    help="fitted quantity: second_moment (log E[f^2]) or variance (log Var f) (default second_moment)")
-    _add_run(g, estimators=None, n=1024, replications=400)
+    A.add_run(g, estimators=None, n=1024, replications=400)
 
     gr = sub.add_parser("gradient", help="exact policy gradients of PPO/GRPO-style objectives against grad J",
                         description="Across horizons T and per-token KL(pi_old||pi_theta) of the current policy "
@@ -156,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "mass, and tok's state/value mismatch shares; then where each expected gradient stops "
                         "pointing uphill and where SNR falls below 1. Exact only: an objective without an exact "
                         "method at some T is reported with method none.")
-    _add_family(gr, "ngram")
-    _add_behavior(gr, "mu = pi_old; these options make mu a model of pi_old (engine mismatch), the anchor stays "
+    A.add_family(gr, "ngram")
+    A.add_behavior(gr, "mu = pi_old; these options make mu a model of pi_old (engine mismatch), the anchor stays "
                       "pi_old")
     sw = gr.add_argument_group("sweep")
     sw.add_argument("--objectives", default="seq,tok,ppo_clip,cispo,gspo", metavar="LIST",
@@ -188,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show a progress bar (default: when stderr is a terminal)")
     o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
-    gr.set_defaults(replications=2, backend="auto")  # no Monte Carlo here: what the shared _validate_run reads
+    gr.set_defaults(replications=2, backend="auto")  # no Monte Carlo here: what the shared A.validate_run reads
 
     cv = sub.add_parser("coverage", help="real coverage of confidence intervals against exact truth",
                         description="For estimators x interval methods (Estimate.ci: normal, t, bca two-sided; "
@@ -197,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "biased ones, the delta-method mean for ratio estimators: the table says which), with a "
                         "Wilson 95 % interval, the mean width (two-sided) or mean distance below the target "
                         "(lower bounds), and the miss rates on each side.")
-    _add_family(cv, "ngram")
-    _add_behavior(cv, "--kl 0.1")
+    A.add_family(cv, "ngram")
+    A.add_behavior(cv, "--kl 0.1")
     cs = cv.add_argument_group("coverage")
     cs.add_argument("--horizons", default="2,4,8,16", metavar="LIST",
                     help="comma-separated horizons; a..b = powers of two from a to b (default 2,4,8,16)")
@@ -207,83 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--level", type=float, default=0.95, help="nominal level (default 0.95)")
     cs.add_argument("--resamples", type=int, default=999, metavar="B",
                     help="bootstrap resamples of bca (default 999, fewer than Estimate.ci's 9999 for speed)")
-    _add_run(cv, estimators="seq,pdis,tok,snis,clip_tok,clip_prod", n=64, replications=1000)
+    A.add_run(cv, estimators="seq,pdis,tok,snis,clip_tok,clip_prod", n=64, replications=1000)
+    for mod in _plugins():
+        mod.add_parser(sub).set_defaults(_run=mod.run)
     return parser
 
 
-def _family(a) -> Family:
-    return Family(name=a.family, vocab=a.vocab, order=a.order, eos=a.eos, reward=a.reward, token=a.reward_token,
-                  threshold=a.threshold, pattern=tuple(int(x) for x in _int_list(a.pattern, "pattern")),
-                  noise=a.noise, seed=a.mdp_seed, scale=a.scale)
-
-
-def _int_list(text: str, name: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-
-
-def _behavior(a, default: Behavior) -> Behavior:
-    opts = dict(kl=a.kl, chi2=a.chi2, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, round=a.round)
-    given = {k: v for k, v in opts.items() if v is not None}
-    if not given:
-        return default
-    return Behavior(**given, seed=a.mdp_seed)
-
-
-def _store(a):
-    if a.no_store:
-        return None
-    if a.store is not None:
-        return a.store
-    return True
-
-
-def _run_kwargs(a) -> dict:
-    progress = a.progress if a.progress is not None else sys.stderr.isatty()
-    return dict(n=a.n, replications=a.replications, seed=a.seed, backend=a.backend, workers=a.workers,
-                store=_store(a), progress=progress)
-
-
-def _validate_run(a):
-    for name in ("n", "workers"):
-        if getattr(a, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
-    if a.replications < 2:
-        raise ValueError(f"--replications must be >= 2, got {a.replications}")
-    if a.digits < 1:
-        raise ValueError(f"--digits must be >= 1, got {a.digits}")
-    if a.backend not in ("auto", "numpy", "numba", "cupy"):
-        raise ValueError(f"unknown backend {a.backend!r}; choose from auto, numpy, numba, cupy")
-
-
-def _say(text: str = ""):
-    sys.stdout.write(text + "\n")
-
-
-def _report_counts(table, t0):
-    at = table.attrs
-    sys.stderr.write(f"tokis: {at.get('total', len(table))} cells ({at.get('cached', 0)} from the store, "
-                     f"{at.get('computed', 0)} computed) in {time.perf_counter() - t0:.1f} s\n")
-
-
 def _cmd_horizon(a) -> int:
+    from ._common import display_table, parse_horizons
+    from ._config import parse_estimators
+    from ._output import to_markdown, write_tables
     from ._horizon import DEFAULT_BEHAVIOR, horizon, overtakes
 
-    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    fam, beh = A.family(a), A.behavior(a, DEFAULT_BEHAVIOR)
     specs, Ts = parse_estimators(a.estimators), parse_horizons(a.horizons)
     t0 = time.perf_counter()
-    table = horizon(fam, beh, estimators=specs, horizons=Ts, **_run_kwargs(a))
-    _report_counts(table, t0)
+    table = horizon(fam, beh, estimators=specs, horizons=Ts, **A.run_kwargs(a))
+    A.report_counts(table, t0)
     shown = display_table(table, ["T"])
     ov = overtakes(table)
-    _say(f"## horizon sweep: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, seed={a.seed}\n")
-    _say(to_markdown(shown, digits=a.digits))
+    A.say(f"## horizon sweep: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, seed={a.seed}\n")
+    A.say(to_markdown(shown, digits=a.digits))
     good = ov.loc[ov["stays_ahead"].astype(bool)].drop(columns=["stays_ahead"])
-    _say("\n## where exact MSE overtakes for good (estimator beats the other from T on, at every T compared up to "
+    A.say("\n## where exact MSE overtakes for good (estimator beats the other from T on, at every T compared up to "
          "until; asymptotic: a delta-method MSE is compared, never one that broke down; all crossings in the CSV)\n")
-    _say(to_markdown(good, digits=a.digits) if len(good) else "(no lasting overtake in this range)")
+    A.say(to_markdown(good, digits=a.digits) if len(good) else "(no lasting overtake in this range)")
     if a.out:
         from ._plots import plot_sweep
 
@@ -293,22 +170,25 @@ def _cmd_horizon(a) -> int:
 
 
 def _cmd_divergence(a) -> int:
+    from ._common import display_table, parse_floats
+    from ._config import Behavior, parse_estimators
+    from ._output import to_markdown, write_tables
     from ._divergence import divergence
 
-    fam = _family(a)
-    beh = _behavior(a, Behavior())
+    fam = A.family(a)
+    beh = A.behavior(a, Behavior())
     specs = parse_estimators(a.estimators)
     vals = parse_floats(a.values, "values")
     for v in vals:
         if v < 0:
             raise ValueError(f"{a.kind} must be >= 0, got {v}")
     t0 = time.perf_counter()
-    table = divergence(fam, beh, kind=a.kind, values=vals, horizon=a.horizon, estimators=specs, **_run_kwargs(a))
-    _report_counts(table, t0)
+    table = divergence(fam, beh, kind=a.kind, values=vals, horizon=a.horizon, estimators=specs, **A.run_kwargs(a))
+    A.report_counts(table, t0)
     kind = table.attrs.get("kind", a.kind)
     shown = display_table(table, [kind])
-    _say(f"## divergence sweep ({kind}): {fam.label}, T={a.horizon}, n={a.n}, R={a.replications}, seed={a.seed}\n")
-    _say(to_markdown(shown, digits=a.digits))
+    A.say(f"## divergence sweep ({kind}): {fam.label}, T={a.horizon}, n={a.n}, R={a.replications}, seed={a.seed}\n")
+    A.say(to_markdown(shown, digits=a.digits))
     if a.out:
         from ._plots import plot_sweep
 
@@ -318,17 +198,20 @@ def _cmd_divergence(a) -> int:
 
 
 def _cmd_mismatch(a) -> int:
+    from ._common import display_table
+    from ._config import parse_estimators
+    from ._output import to_markdown, write_tables
     from ._mismatch import mismatch
 
-    fam = _family(a)
+    fam = A.family(a)
     specs = parse_estimators(a.estimators)
     t0 = time.perf_counter()
-    table = mismatch(fam, models=a.models, kl=a.kl, horizon=a.horizon, estimators=specs, **_run_kwargs(a))
-    _report_counts(table, t0)
+    table = mismatch(fam, models=a.models, kl=a.kl, horizon=a.horizon, estimators=specs, **A.run_kwargs(a))
+    A.report_counts(table, t0)
     shown = display_table(table, ["model", "knob", "token_kl_mu", "token_kl", "missing_mass"])
-    _say(f"## behaviour models at sampler KL(mu||pi) = {a.kl:g} per token: {fam.label}, T={a.horizon}, n={a.n}, "
+    A.say(f"## behaviour models at sampler KL(mu||pi) = {a.kl:g} per token: {fam.label}, T={a.horizon}, n={a.n}, "
          f"R={a.replications}, seed={a.seed}\n")
-    _say(to_markdown(shown, digits=a.digits))
+    A.say(to_markdown(shown, digits=a.digits))
     if a.out:
         from ._plots import plot_models
 
@@ -338,14 +221,20 @@ def _cmd_mismatch(a) -> int:
 
 
 def _cmd_growth(a) -> int:
+    import pandas as pd
+
+    from ._common import blank_breakdowns, exact_notes, parse_horizons
+    from ._config import parse_estimator
+    from ._harness import breakdown_mask
+    from ._output import to_markdown, write_tables
     from ._growth import DEFAULT_BEHAVIOR, growth
 
-    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    fam, beh = A.family(a), A.behavior(a, DEFAULT_BEHAVIOR)
     spec = parse_estimator(a.estimator)
     Ts = parse_horizons(a.horizons)
     t0 = time.perf_counter()
-    table = growth(fam, beh, estimator=spec, horizons=Ts, quantity=a.quantity, **_run_kwargs(a))
-    _report_counts(table, t0)
+    table = growth(fam, beh, estimator=spec, horizons=Ts, quantity=a.quantity, **A.run_kwargs(a))
+    A.report_counts(table, t0)
     fit = table.attrs["fit"]
     cols = ["T", "method", "exact_log_second_moment", "mc_log_second_moment", "exact_log_variance",
             "mc_log_variance", "exact_std", "mc_std", "std_underestimated"]
@@ -357,17 +246,17 @@ def _cmd_growth(a) -> int:
     summary = pd.DataFrame([dict(estimator=fit["estimator"], quantity=q, mc_slope=fit["mc_slope"],
                                  ci_lo=fit["mc_slope_lo"], ci_hi=fit["mc_slope_hi"], exact_rate=fit["exact_rate"],
                                  chi2_rate=fit["chi2_rate"], agree=fit["agree"])])
-    _say(f"## growth of log {'E[f^2]' if q == 'second_moment' else 'Var f'} with T: {spec.label}, {fam.label}, "
+    A.say(f"## growth of log {'E[f^2]' if q == 'second_moment' else 'Var f'} with T: {spec.label}, {fam.label}, "
          f"mu: {beh.label}, n={a.n}, R={a.replications}, seed={a.seed}\n")
-    _say(to_markdown(shown, digits=a.digits))
-    _say("\n## OLS slope (95% CI) against the exact per-step rate\n")
-    _say(to_markdown(summary, digits=a.digits))
+    A.say(to_markdown(shown, digits=a.digits))
+    A.say("\n## OLS slope (95% CI) against the exact per-step rate\n")
+    A.say(to_markdown(summary, digits=a.digits))
     verdict = "inside" if fit["agree"] else "outside"
-    _say(f"\n{rate} {fit['exact_rate']:.{a.digits}g} is {verdict} the 95% CI "
+    A.say(f"\n{rate} {fit['exact_rate']:.{a.digits}g} is {verdict} the 95% CI "
          f"[{fit['mc_slope_lo']:.{a.digits}g}, {fit['mc_slope_hi']:.{a.digits}g}]: "
          f"{'they agree' if fit['agree'] else 'they disagree'}")
     if not math.isnan(fit["chi2_rate"]):
-        _say(f"closed form log(1+chi2) = {fit['chi2_rate']:.{a.digits}g}")
+        A.say(f"closed form log(1+chi2) = {fit['chi2_rate']:.{a.digits}g}")
     if a.out:
         from ._plots import plot_growth
 
@@ -377,10 +266,12 @@ def _cmd_growth(a) -> int:
 
 
 def _cmd_gradient(a) -> int:
+    from ._common import parse_floats, parse_horizons
+    from ._output import BLANK, to_markdown, write_tables
     from ._gradient import (DEFAULT_BEHAVIOR, display_gradient_table, gradient_sweep, landscape, parse_objectives,
                             turning_points)
 
-    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    fam, beh = A.family(a), A.behavior(a, DEFAULT_BEHAVIOR)
     objs, Ts = parse_objectives(a.objectives), parse_horizons(a.horizons)
     kls = parse_floats(a.kls, "kls")
     if a.max_sequences < 1:
@@ -390,21 +281,21 @@ def _cmd_gradient(a) -> int:
     progress = a.progress if a.progress is not None else sys.stderr.isatty()
     t0 = time.perf_counter()
     table = gradient_sweep(fam, beh, objectives=objs, horizons=Ts, kls=kls, n=a.n, theta_seed=a.theta_seed,
-                           max_sequences=a.max_sequences, workers=a.workers, store=_store(a), progress=progress)
-    _report_counts(table, t0)
+                           max_sequences=a.max_sequences, workers=a.workers, store=A.store(a), progress=progress)
+    A.report_counts(table, t0)
     shown = display_gradient_table(table)
     turns = turning_points(table)
     sampler = "pi_old" if beh.label == "mu=pi" else f"{beh.label} applied to pi_old"
     config = (f"{fam.label}, pi_theta = perturb(pi_old, kl) (theta seed {a.theta_seed}), mu: {sampler}, "
               f"anchor pi_old")
-    _say(f"## exact policy gradients: {config}, n={a.n}\n")
-    _say(to_markdown(shown, digits=a.digits))
-    _say(f"\n## where the expected gradient stops pointing uphill (ascent < 0) and where the batch gradient drowns "
+    A.say(f"## exact policy gradients: {config}, n={a.n}\n")
+    A.say(to_markdown(shown, digits=a.digits))
+    A.say(f"\n## where the expected gradient stops pointing uphill (ascent < 0) and where the batch gradient drowns "
          f"(|snr| < 1 at n={a.n})\n")
     turns_shown = turns.astype(object).where(turns.notna(), BLANK)
     turns_shown.attrs["notes"] = [f"Note: {BLANK} marks an event that does not happen at the horizons swept "
                                   f"(T = {min(Ts)}..{max(Ts)}) with an exact value."]
-    _say(to_markdown(turns_shown, digits=a.digits))
+    A.say(to_markdown(turns_shown, digits=a.digits))
     if a.out:
         from ._plots import plot_gradient, plot_landscape
 
@@ -422,9 +313,12 @@ def _cmd_gradient(a) -> int:
 
 
 def _cmd_coverage(a) -> int:
+    from ._common import parse_horizons
+    from ._config import parse_estimators
+    from ._output import to_markdown, write_tables
     from ._coverage import DEFAULT_BEHAVIOR, coverage, display_coverage_table, parse_methods
 
-    fam, beh = _family(a), _behavior(a, DEFAULT_BEHAVIOR)
+    fam, beh = A.family(a), A.behavior(a, DEFAULT_BEHAVIOR)
     specs, Ts, methods = parse_estimators(a.estimators), parse_horizons(a.horizons), parse_methods(a.methods)
     if not 0.0 < a.level < 1.0:
         raise ValueError(f"--level must lie in (0, 1), got {a.level}")
@@ -434,12 +328,12 @@ def _cmd_coverage(a) -> int:
         raise ValueError(f"--n must be >= 2 for an interval, got {a.n}")
     t0 = time.perf_counter()
     table = coverage(fam, beh, estimators=specs, methods=methods, horizons=Ts, level=a.level, n_resamples=a.resamples,
-                     **_run_kwargs(a))
-    _report_counts(table, t0)
+                     **A.run_kwargs(a))
+    A.report_counts(table, t0)
     shown = display_coverage_table(table, digits=min(a.digits, 3))
-    _say(f"## interval coverage: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, level={a.level:g}, "
+    A.say(f"## interval coverage: {fam.label}, mu: {beh.label}, n={a.n}, R={a.replications}, level={a.level:g}, "
          f"seed={a.seed}, bca resamples={a.resamples}\n")
-    _say(to_markdown(shown, digits=a.digits))
+    A.say(to_markdown(shown, digits=a.digits))
     if a.out:
         from ._plots import plot_coverage
 
@@ -450,6 +344,14 @@ def _cmd_coverage(a) -> int:
 
 _COMMANDS = {"horizon": _cmd_horizon, "divergence": _cmd_divergence, "mismatch": _cmd_mismatch,
              "growth": _cmd_growth, "gradient": _cmd_gradient, "coverage": _cmd_coverage}
+
+#: Subcommands defined in their own modules: each has ``add_parser(subparsers)`` and ``run(args) -> int``
+#: (see :mod:`tokis.analysis._cli_args`), registered in this order after the ones above.
+PLUGINS = ()
+
+
+def _plugins():
+    return [importlib.import_module(f"tokis.analysis.{name}") for name in PLUGINS]
 
 
 def _one_line(err) -> str:
@@ -475,14 +377,15 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
-    except _UsageError as err:
+    except A.UsageError as err:
         sys.stderr.write(f"tokis: error: {_one_line(err)}\n")
         return 2
     except SystemExit as ex:  # --help
         return int(ex.code or 0)
     try:
-        _validate_run(args)
-        return _COMMANDS[args.command](args)
+        A.validate_run(args)
+        run = getattr(args, "_run", None) or _COMMANDS[args.command]
+        return run(args)
     except ValueError as err:  # bad option values (the configurations validate them)
         sys.stderr.write(f"tokis: error: {_one_line(err)}\n")
         return 2

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._names import FAMILIES, REWARDS, ROUNDINGS
 from ._estimator_config import EstimatorConfig, load_declaration, parse_estimator, parse_estimators
 
 __all__ = [
@@ -45,12 +46,6 @@ __all__ = [
     "to_jsonable",
 ]
 
-#: MDP families understood by :class:`Family`.
-FAMILIES = ("iid", "ngram", "prefix_tree")
-#: Reward options: a random terminal reward per context, or a reward automaton.
-REWARDS = ("random", "count", "pattern", "parity", "last")
-#: Logit roundings understood by :class:`Behavior` (short and numpy names).
-ROUNDINGS = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
 
 
 # ---------------------------------------------------------------------------------------------
