@@ -38,13 +38,25 @@ def test_overtakes_by_hand():
     }
     rows = [dict(T=t, estimator=e, exact_mse=v[i]) for e, v in mse.items() for i, t in enumerate(T)]
     ov = overtakes(pd.DataFrame(rows))
-    got = {(r.estimator, r.beats): (r._3, r.stays_ahead) for r in ov.itertuples()}
-    assert got[("tok", "seq")] == (4, True)
+    got = {}
+    for r in ov.itertuples():
+        got.setdefault((r.estimator, r.beats), []).append((r._3, r.stays_ahead))
+    assert got[("tok", "seq")] == [(4, True)]
     assert ("seq", "tok") not in got  # seq was never strictly worse before being better
-    assert got[("geo", "seq")] == (4, False)  # better at 4 after worse at 2, worse again at 8
-    assert got[("seq", "geo")] == (2, False)  # the first overtake is reported
+    assert got[("geo", "seq")] == [(4, False)]  # better at 4 after worse at 2, worse again at 8
+    # every crossing is reported; the last one holds for good (seq: worse, better, worse, better, better)
+    assert got[("seq", "geo")] == [(2, False), (8, True)]
     assert ov.loc[(ov.estimator == "tok") & (ov.beats == "seq"), "ratio"].item() == pytest.approx(16 / 4.5)
     # NaN points are skipped
     rows.append(dict(T=32, estimator="seq", exact_mse=np.nan))
     rows += [dict(T=32, estimator=e, exact_mse=1.0) for e in ("tok", "geo")]
     assert len(overtakes(pd.DataFrame(rows))) == len(ov)
+
+
+def test_overtakes_rejects_a_table_without_its_columns():
+    with pytest.raises(ValueError, match="estimator"):
+        overtakes(pd.DataFrame())
+    with pytest.raises(ValueError, match="exact_mse"):
+        overtakes(pd.DataFrame({"T": [1], "estimator": ["seq"]}))
+    with pytest.raises(TypeError, match="DataFrame"):
+        overtakes([1, 2])

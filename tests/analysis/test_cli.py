@@ -198,7 +198,7 @@ def test_help_documents_every_option(capsys):
     (["growth", "--horizons", "1,2"], "at least 3 horizons"),
     (["growth", "--quantity", "std"], "unknown quantity 'std'"),
     (["growth", "--estimator", "nope"], "unknown estimator 'nope'"),
-    (["sweep"], "invalid choice: 'sweep'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
     ([], "required: COMMAND"),
 ])
 def test_bad_options_give_one_line_and_exit_2(capsys, argv, match):

@@ -96,9 +96,11 @@ def test_behavior_apply_and_label():
     (dict(eos=8), ValueError, "eos must be a token"),
     (dict(reward="bleu"), ValueError, "unknown reward 'bleu'"),
     (dict(token=9), ValueError, "token must be a token"),
+    (dict(token=9, reward="frequency"), ValueError, "token must be a token"),
+    (dict(reward="frequency", noise="bernoulli"), ValueError, "step rewards only"),
     (dict(threshold=0), ValueError, "threshold must be >= 1"),
     (dict(pattern=()), ValueError, "pattern must not be empty"),
-    (dict(pattern=(0, 8)), ValueError, "pattern tokens"),
+    (dict(pattern=(0, 8), reward="pattern"), ValueError, "pattern tokens"),
     (dict(noise="gauss"), ValueError, "unknown noise"),
     (dict(scale=-1.0), ValueError, "scale must be >= 0"),
     (dict(seed=-1), ValueError, "mdp seed must be >= 0"),
@@ -106,6 +108,26 @@ def test_behavior_apply_and_label():
 def test_family_errors(kwargs, err, match):
     with pytest.raises(err, match=match):
         Family(**kwargs)
+
+
+def test_family_checks_only_what_its_reward_reads():
+    # vocab 1 with the default pattern (0, 1) is fine unless the reward is the pattern
+    mdp, pi = Family(vocab=1, reward="random").build(3)
+    assert mdp.vocab_size == 1 and pi.vocab_size == 1
+    Family(vocab=1)  # reward "last" reads token 0 only
+
+
+def test_frequency_reward_is_the_token_frequency():
+    import tokis
+
+    fam = Family(vocab=3, reward="frequency", token=1, seed=2)
+    for T in (1, 3, 5):
+        mdp, pi = fam.build(T)
+        assert mdp.has_step_reward and not mdp.terminal_reward.any()
+        # J = E[#token 1]/T = mean over t of the probability of emitting token 1 at step t
+        occ = tokis.exact.occupancy(mdp, pi)  # (T, S)
+        expect = sum(occ[t] @ pi.probs_at(t)[:, 1] for t in range(T)) / T
+        assert tokis.exact.value(mdp, pi) == pytest.approx(expect, rel=1e-12)
 
 
 def test_family_build_horizon_error():

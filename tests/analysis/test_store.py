@@ -6,29 +6,39 @@ import sqlite3
 import pytest
 
 from tokis.analysis import ResultStore, default_store_path
-from tokis.analysis._store import open_store
+from tokis.analysis._store import StoreWarning, open_store
+
+
+def _k(config: str) -> str:
+    """The key of a stored configuration text (what config_key gives for canonical JSON)."""
+    import hashlib
+
+    return hashlib.sha256(config.encode()).hexdigest()
+
+
+K1, K2 = _k('{"a":1}'), _k('{"a":2}')
 
 
 def test_put_get_roundtrip_and_persistence(tmp_path):
     path = tmp_path / "sub" / "r.sqlite"
     row = {"x": 1.5, "nan": math.nan, "inf": -math.inf, "flag": True, "name": "seq"}
     with ResultStore(path) as db:
-        assert len(db) == 0 and db.get("k1") is None and "k1" not in db
-        db.put("k1", '{"a":1}', row)
-        db.put("k2", '{"a":2}', {"x": 2})
-        assert len(db) == 2 and "k1" in db
-        got = db.get("k1")
+        assert len(db) == 0 and db.get(K1) is None and K1 not in db
+        db.put(K1, '{"a":1}', row)
+        db.put(K2, '{"a":2}', {"x": 2})
+        assert len(db) == 2 and K1 in db
+        got = db.get(K1)
         assert got["x"] == 1.5 and math.isnan(got["nan"]) and got["inf"] == -math.inf and got["flag"] is True
-        db.put("k2", '{"a":2}', {"x": 3})  # replace
-        assert db.get("k2") == {"x": 3} and len(db) == 2
+        db.put(K2, '{"a":2}', {"x": 3})  # replace
+        assert db.get(K2) == {"x": 3} and len(db) == 2
     with ResultStore(path) as db:  # reopened: everything committed
-        assert db.get_many(["k1", "k2", "k3"]).keys() == {"k1", "k2"}
-        many = db.get_many([f"k{i}" for i in range(1200)])  # chunked queries
+        assert db.get_many([K1, K2, "k3"]).keys() == {K1, K2}
+        many = db.get_many([K1, K2] + [f"k{i}" for i in range(1200)])  # chunked queries
         assert len(many) == 2
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("SELECT config FROM cells WHERE key='k1'").fetchone()[0] == '{"a":1}'
+    assert conn.execute("SELECT config FROM cells WHERE key=?", (K1,)).fetchone()[0] == '{"a":1}'
     conn.close()
 
 
@@ -67,3 +77,38 @@ def test_errors(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ValueError, match="cannot open results store"):
         ResultStore(bad)
+
+
+def test_damaged_cells_are_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "r.sqlite"
+    good, notjson, notobj, banana, wrongkey = (_k(f'{{"c":{i}}}') for i in range(5))
+    with ResultStore(path) as db:
+        db.put(good, '{"c":0}', {"exact_mean": 0.5})
+        db.put(notobj, '{"c":2}', [])
+        db.put(banana, '{"c":3}', {"exact_mean": "banana"})
+        db.put(wrongkey, '{"c":99}', {"exact_mean": 0.5})  # configuration and key disagree
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO cells VALUES (?, ?, ?, 0)", (notjson, '{"c":1}', "{not json"))
+    conn.commit()
+    conn.close()
+
+    def check(row):
+        if not isinstance(row["exact_mean"], float):
+            raise ValueError(f"exact_mean is {row['exact_mean']!r}, not a number")
+
+    with ResultStore(path) as db, pytest.warns(StoreWarning) as record:
+        got = db.get_many([good, notjson, notobj, banana, wrongkey], check=check)
+    assert list(got) == [good]
+    text = " ".join(str(w.message) for w in record)
+    assert str(path) in text and notjson[:12] in text and "not JSON" in text and "not an object" in text
+    assert "banana" in text and "does not hash" in text
+
+
+def test_foreign_cells_table_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE cells (id INTEGER, payload TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ValueError, match="has a 'cells' table with columns"):
+        ResultStore(path)

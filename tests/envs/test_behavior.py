@@ -369,3 +369,12 @@ def test_round_logits_errors():
     with pytest.raises(ValueError, match="range of dtype='bfloat16'"):
         round_logits(Policy(np.array([[0.0, -3.4e38]])), "bfloat16")
     assert set(FORMATS) == {"bfloat16", "float16", "float32"}
+
+
+def test_perturb_out_of_floating_range_is_a_clear_error():
+    import tokis
+
+    mdp = tokis.envs.ngram(8, 1, 4)
+    pi = tokis.envs.random_policy(mdp, seed=0)
+    with pytest.raises(ValueError, match=r"cannot reach chi2 = 100000 .*smaller divergence"):
+        tokis.envs.perturb(pi, chi2=1e5)

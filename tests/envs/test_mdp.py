@@ -110,3 +110,14 @@ def test_policy_incompatible_with_mdp():
     m = TokenMDP(_nc(), horizon=3)
     with pytest.raises(ValueError, match=r"behavior logits have shape \(2, 3\), expected \(\.\.\., 2, 2\)"):
         Policy(np.zeros((2, 3))).check_compatible(m, "behavior")
+
+
+def test_extreme_logits_give_exact_zeros_without_warnings():
+    import warnings
+
+    import tokis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        P = tokis.envs.Policy(np.array([[1e308, -1e308, 0.0], [-1e308, -1e308, 1e308]]))
+    assert P.probs.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]

@@ -31,10 +31,16 @@ BREAKDOWN_NOTE = (f"Note: {BLANK} marks delta-method values left out because the
                   "(columns asymptotic_breakdown, breakdown_reason).")
 
 
-def as_family(family) -> Family:
-    """Coerce None (default), a family name, a dict of options or a Family into a Family."""
+#: Footnote of a printed table with rows that have no exact method.
+NO_EXACT_NOTE = (f"Note: method = none ({{names}}): no exact method at this size (e.g. a truncation level that "
+                 f"depends on the batch, or more sequences than enumeration allows); {BLANK} in the exact_* "
+                 f"columns and z, the Monte Carlo columns stand alone.")
+
+
+def as_family(family, default: Family | None = None) -> Family:
+    """Coerce None (``default``, else ``Family()``), a family name, a dict of options or a Family into a Family."""
     if family is None:
-        return Family()
+        return Family() if default is None else default
     if isinstance(family, Family):
         return family
     if isinstance(family, str):
@@ -150,6 +156,9 @@ def exact_notes(table: pd.DataFrame) -> list[str]:
         notes.append(ASYMPTOTIC_NOTE)
     if breakdown_mask(table).any():
         notes.append(BREAKDOWN_NOTE)
+    if "method" in table and (table["method"] == "none").any():
+        names = ", ".join(dict.fromkeys(table.loc[table["method"] == "none", "estimator"]))
+        notes.append(NO_EXACT_NOTE.format(names=names))
     return notes
 
 
@@ -209,5 +218,8 @@ def display_table(table: pd.DataFrame, coords) -> pd.DataFrame:
         flags.append(" ".join(f))
     out["flag"] = flags
     out = blank_breakdowns(out, [*ASYMPTOTIC_COLUMNS, "z"], broken).reset_index(drop=True)
+    if "method" in table:
+        out = blank_breakdowns(out, ["exact_bias", "exact_std", "exact_mse", "z"],
+                               (table["method"] == "none").to_numpy())
     out.attrs["notes"] = exact_notes(table)
     return out

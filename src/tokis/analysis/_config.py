@@ -134,12 +134,14 @@ class Family:
         n-gram order ``k >= 0`` (``ngram`` only; ignored otherwise).
     eos : int or None
         End-of-sequence token in ``[0, V)``.
-    reward : {"last", "random", "count", "pattern", "parity"}
+    reward : {"last", "random", "count", "pattern", "parity", "frequency"}
         Default ``"last"`` (reward 1 when the last token is ``token``). ``"random"``: a ``Uniform[0, 1]`` terminal reward per context (drawn from ``seed``);
-        otherwise the product with a reward automaton: reward 1 once ``token`` was emitted at
-        least ``threshold`` times (``count``), once ``pattern`` was seen (``pattern``), when
-        ``token`` was emitted an even number of times (``parity``), or when the last token is
-        ``token`` (``last``).
+        ``"frequency"``: a step reward ``1/T`` each time ``token`` is emitted, so the return is
+        the token's frequency in ``[0, 1]`` and rewards arrive at every step (per-decision IS
+        then differs from sequence IS); otherwise the product with a reward automaton: reward 1
+        once ``token`` was emitted at least ``threshold`` times (``count``), once ``pattern``
+        was seen (``pattern``), when ``token`` was emitted an even number of times
+        (``parity``), or when the last token is ``token`` (``last``).
     token : int
         The token of the reward automaton.
     threshold : int
@@ -182,16 +184,18 @@ class Family:
                 raise ValueError(f"eos must be a token in [0, {vocab}), got {eos}")
         _choice(self.reward, "reward", REWARDS)
         token = _int(self.token, "token", 0)
-        if token >= vocab:
-            raise ValueError(f"token must be a token in [0, {vocab}), got {token}")
+        if token >= vocab and self.reward not in ("random", "pattern"):  # only the rewards that read it
+            raise ValueError(f"reward token must be a token in [0, {vocab}) with vocab={vocab}, got {token}")
         _int(self.threshold, "threshold", 1)
         pattern = tuple(_int(p, "pattern", 0) for p in self.pattern)
         if not pattern:
             raise ValueError("pattern must not be empty")
-        if max(pattern) >= vocab:
-            raise ValueError(f"pattern tokens must be in [0, {vocab}), got {pattern}")
+        if self.reward == "pattern" and max(pattern) >= vocab:
+            raise ValueError(f"pattern tokens must be in [0, {vocab}) with vocab={vocab}, got {pattern}")
         object.__setattr__(self, "pattern", pattern)
         _choice(self.noise, "noise", ("none", "bernoulli"))
+        if self.noise != "none" and self.reward == "frequency":
+            raise ValueError("noise observes a terminal reward; reward 'frequency' has step rewards only")
         _int(self.seed, "mdp seed", 0)
         scale = _float(self.scale, "scale")
         if scale < 0:
@@ -202,7 +206,7 @@ class Family:
         from .. import envs
 
         V, tok = self.vocab, self.token
-        if self.reward == "random":
+        if self.reward in ("random", "frequency"):
             return None
         if self.reward == "count":
             return envs.count_automaton(V, tok, self.threshold)
@@ -233,6 +237,10 @@ class Family:
             mdp = envs.ngram(self.vocab, self.order, T, **kw)
         else:
             mdp = envs.prefix_tree(self.vocab, T, **kw)
+        if self.reward == "frequency":
+            step = np.zeros((mdp.num_contexts, self.vocab))
+            step[:, self.token] = 1.0 / T
+            mdp = envs.TokenMDP(mdp.next_context, horizon=T, step_reward=step, start=0, eos=self.eos)
         if auto is None:
             target = envs.random_policy(mdp, scale=self.scale, seed=self.seed)
         else:

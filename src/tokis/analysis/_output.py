@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._outdir import check_out_dir
+
 __all__ = ["BLANK", "format_value", "to_markdown", "to_latex", "write_tables"]
 
 #: A cell left out on purpose (printed as is; ``---`` in LaTeX). A column of numbers and BLANKs
@@ -178,8 +180,7 @@ def write_tables(tables: dict, out_dir, *, digits: int = 4) -> list[Path]:
     list of Path
         The files written.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out_dir, "out_dir")
     written = []
     for name, table in tables.items():
         full, display = table if isinstance(table, tuple) else (table, table)

@@ -32,7 +32,7 @@ _STYLE = {False: dict(ls="-"), True: dict(ls="--", marker="x", ms=4)}
 _METRICS = {
     "bias": ("exact_bias", "mc_bias", "mc_bias_lo", "mc_bias_hi", "bias of the estimate"),
     "std": ("exact_std", "mc_std", "mc_std_lo", "mc_std_hi", "std of the estimate"),
-    "mse": ("exact_mse", "mc_mse", None, None, "MSE of the estimate"),
+    "mse": ("exact_mse", "mc_mse", "mc_mse_lo", "mc_mse_hi", "MSE of the estimate"),
     "ess": (None, "mean_ess", None, None, "ESS (Kish, per batch of n)"),
 }
 
@@ -46,13 +46,24 @@ def _pyplot():
     return plt
 
 
+#: Horizontal offset factor between the Monte Carlo points of neighbouring estimators (log axis).
+_DODGE = 1.025
+
+
 def _xscale(ax, x):
+    """Log x axis (symlog when a value is <= 0) with a tick at every swept value, labelled plainly (1, 2, 4, ...)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
+    x = np.unique(x[np.isfinite(x)])
     if x.size and (x > 0).all():
         ax.set_xscale("log")
     else:
         ax.set_xscale("symlog", linthresh=float(np.min(np.abs(x[x != 0]))) if (x != 0).any() else 1.0)
+    if 0 < x.size <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(x))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _positive(v):
@@ -77,10 +88,31 @@ def _label(name: str, asymptotic: bool, broken_at=(), x: str = "x") -> str:
     return f"{name} {ASYMPTOTIC_LABEL[:-1]}; broke down at {x} = {where}: not drawn)"
 
 
-def _legend(ax) -> None:
-    """Small legend, two columns unless a label is long (a breakdown note): then one."""
-    labels = ax.get_legend_handles_labels()[1]
-    ax.legend(fontsize=7, ncol=1 if max(map(len, labels), default=0) > 40 else 2)
+def _legend(ax, *, styles: bool = False) -> None:
+    """Legend outside the axes on the right (it never covers data), 9 pt.
+
+    With ``styles``, a grey entry says what the points are: Monte Carlo values with their 95 %
+    error bars, in the colour of their estimator's line.
+    """
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    if styles:
+        handles = handles + [Line2D([], [], color="0.3", ls="none", marker="o", ms=4,
+                                    label="points: Monte Carlo (95 % CI), colour of the line")]
+        labels = labels + [h.get_label() for h in handles[len(labels):]]
+    wrapped = ["\n".join(textwrap.wrap(lab, 34)) for lab in labels]
+    ax.legend(handles, wrapped, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              frameon=False)
+
+
+def _run_label(table) -> str:
+    """``n=1024, R=1000`` from the table's ``n`` and ``replications`` columns ("" if absent or mixed)."""
+    parts = []
+    for col, short in (("n", "n"), ("replications", "R")):
+        if col in table and table[col].nunique() == 1:
+            parts.append(f"{short}={int(table[col].iloc[0])}")
+    return ", ".join(parts)
 
 
 def _bias_linthresh(table) -> float:
@@ -120,41 +152,54 @@ def draw_sweep(ax, table, x: str, metric: str) -> None:
     plt = _pyplot()
     ex, mc, lo, hi, ylabel = _METRICS[metric]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for j, name in enumerate(dict.fromkeys(table["estimator"])):
+    cols = [c for c in (ex, mc) if c is not None]
+    vals = table[cols].to_numpy(dtype=float)
+    logy = metric != "bias" and bool((np.isfinite(vals) & (vals > 0)).any())
+    pos = _positive if logy else (lambda v: np.asarray(v, dtype=float))  # all zero: drawn on a linear axis
+    names = list(dict.fromkeys(table["estimator"]))
+    for j, name in enumerate(names):
         sub = table[table["estimator"] == name].sort_values(x)
         xs = sub[x].to_numpy(dtype=float)
         c = colors[j % len(colors)]
-        if ex is not None:
+        has_exact = ex is not None and not ("method" in sub and (sub["method"] == "none").all())
+        if has_exact:
             ye = sub[ex].to_numpy(dtype=float)
             if metric != "bias":
-                ye = _positive(ye)
+                ye = pos(ye)
             broken, asym = breakdown_mask(sub), _asymptotic(sub)
             for kind in (False, True):  # exact series, then delta-method series
                 rows = asym == kind
                 if rows.any():
                     yk = np.where(rows & ~broken, ye, np.nan)
                     ax.plot(xs, yk, **_STYLE[kind], color=c, label=_label(name, kind, xs[rows & broken], x))
+        elif ex is not None:  # no exact value anywhere: the points alone, said in the legend
+            ax.plot([], [], "o", ms=4, color=c, label=f"{name} (no exact method: Monte Carlo only)")
+        # Monte Carlo points side by side (a small multiplicative shift on the log x axis)
+        xs = xs * _DODGE ** (j - (len(names) - 1) / 2) if (xs > 0).all() else xs
         ym = sub[mc].to_numpy(dtype=float)
         if lo is not None:
             err = np.vstack([ym - sub[lo].to_numpy(dtype=float), sub[hi].to_numpy(dtype=float) - ym])
             err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
-            if metric != "bias":
+            if logy:
                 err[0] = np.minimum(err[0], 0.999 * np.nan_to_num(ym))  # stay above zero on a log axis
-            ax.errorbar(xs, ym if metric == "bias" else _positive(ym), yerr=err, fmt="o", ms=4, capsize=2,
-                        color=c, label=f"{name} (MC)" if ex is None else None)
+            ax.errorbar(xs, ym if metric == "bias" else pos(ym), yerr=err, fmt="o", ms=4, capsize=2,
+                        color=c, label=name if ex is None else None)
         else:
-            ax.plot(xs, ym if metric == "bias" else _positive(ym), "o", ms=4, color=c,
-                    label=f"{name} (MC)" if ex is None else None)
+            ax.plot(xs, ym if metric == "bias" else pos(ym), "o", ms=4, color=c,
+                    label=name if ex is None else None)
     if metric == "ess" and "ess_fraction" in table and "n" in table:
         pts = table.drop_duplicates(x).sort_values(x)
         pop = pts["ess_fraction"].to_numpy(dtype=float) * pts["n"].to_numpy(dtype=float)
-        ax.plot(pts[x].to_numpy(dtype=float), _positive(pop), "k--", label="population ESS (seq)")
+        ax.plot(pts[x].to_numpy(dtype=float), pos(pop), "k--", label="population ESS (seq)")
     _xscale(ax, table[x])
     if metric == "bias":
         ax.set_yscale("symlog", linthresh=_bias_linthresh(table))
         ax.axhline(0.0, color="0.6", lw=0.8)
-    else:
+    elif logy:
         ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.9, "every value is 0: linear axis", transform=ax.transAxes, ha="center", fontsize=9,
+                color="0.4")
     ax.set_ylabel(ylabel)
 
 
@@ -191,16 +236,18 @@ def plot_sweep(table, x: str, out_dir, *, prefix: str, xlabel: str | None = None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    run = _run_label(table)
     for metric in _METRICS:
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = plt.subplots(figsize=(7.6, 4.4))
         draw_sweep(ax, table, x, metric)
         ax.set_xlabel(xlabel or x)
-        ax.set_title(title or f"{metric} against {xlabel or x}")
-        ax.grid(True, which="both", alpha=0.3)
-        _legend(ax)
+        head = title or f"{metric} against {xlabel or x}"
+        ax.set_title("\n".join(textwrap.wrap(f"{head}; {run}" if run else head, 70)), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        _legend(ax, styles=metric != "ess")
         fig.tight_layout()
         path = out / f"{prefix}_{metric}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written
@@ -241,7 +288,7 @@ def plot_growth(table, fit: dict, out_dir, *, prefix: str = "growth", column: st
     ax.legend()
     fig.tight_layout()
     path = out / f"{prefix}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return [path]
 
@@ -282,7 +329,7 @@ def plot_models(table, out_dir, *, prefix: str = "mismatch") -> list[Path]:
     _legend(ax)
     fig.tight_layout()
     path = out / f"{prefix}_mse.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return [path]
 
@@ -392,7 +439,7 @@ def plot_gradient(table, out_dir, *, prefix: str = "gradient", title: str = "") 
                 axes[0].plot([], [], "o", ls="none", mfc="white", mec="0.3", label="open marker: SNR < 0, |SNR| drawn")
         fig.legend(loc="outside right center", fontsize=8, frameon=False)
         path = out / f"{prefix}_{metric}.png"
-        fig.savefig(path, dpi=130)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written
@@ -438,7 +485,7 @@ def plot_landscape(curves, out_dir, *, prefix: str = "gradient", title: str = ""
         if sub["alpha"].isna().all():
             note = textwrap.shorten(str(sub["note"].iloc[0]), 170, placeholder=" …")
             ax.text(0.5, 0.5, f"no exact method at T = {T}:\n\n" + textwrap.fill(note, 44), ha="center",
-                    va="center", fontsize=7, transform=ax.transAxes)
+                    va="center", fontsize=9, transform=ax.transAxes)
             ax.tick_params(bottom=False, labelbottom=False)
             continue
         a = sub["alpha"].to_numpy(dtype=float)
@@ -462,7 +509,7 @@ def plot_landscape(curves, out_dir, *, prefix: str = "gradient", title: str = ""
         fig.legend([handles[k] for k in keys], [labels[k] for k in keys], loc="outside right center", fontsize=8,
                    frameon=False)
     path = out / f"{prefix}_landscape.png"
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return [path]
 
@@ -501,12 +548,12 @@ def plot_coverage(table, out_dir, *, prefix: str = "coverage", title: str = "") 
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     axes[0][0].set_ylabel("coverage of the target (Wilson 95 %)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = out / f"{prefix}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return [path]

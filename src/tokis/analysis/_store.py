@@ -13,13 +13,21 @@ never block the writer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
 import time
+import warnings
 from pathlib import Path
 
-__all__ = ["ResultStore", "default_store_path", "open_store"]
+__all__ = ["ResultStore", "StoreWarning", "default_store_path", "open_store"]
+
+_COLUMNS = ["key", "config", "row", "created"]
+
+
+class StoreWarning(UserWarning):
+    """A stored cell that cannot be trusted was skipped (it is recomputed)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -66,27 +74,57 @@ class ResultStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+            cols = [r[1] for r in self._conn.execute("PRAGMA table_info(cells)")]
         except sqlite3.DatabaseError as err:
             raise ValueError(f"cannot open results store {str(self.path)!r}: {err}") from None
+        if cols != _COLUMNS:
+            self._conn.close()
+            raise ValueError(f"results store {str(self.path)!r} has a 'cells' table with columns {cols}, not tokis's "
+                             f"{_COLUMNS}: point --store at another file")
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get(self, key: str):
-        """The stored row (a dict) of ``key``, or None."""
-        cur = self._conn.execute("SELECT row FROM cells WHERE key = ?", (key,))
-        hit = cur.fetchone()
-        return None if hit is None else json.loads(hit[0])
+    def get(self, key: str, *, check=None):
+        """The stored row (a dict) of ``key``, or None (also for a row that fails the checks of :meth:`get_many`)."""
+        return self.get_many([key], check=check).get(key)
 
-    def get_many(self, keys) -> dict:
-        """``{key: row}`` for the stored keys among ``keys``."""
+    def get_many(self, keys, *, check=None) -> dict:
+        """``{key: row}`` for the stored keys among ``keys`` whose rows can be trusted.
+
+        A stored cell is returned only when its configuration hashes to its key
+        (:func:`~tokis.analysis._config.config_key`), its row is a JSON object, and
+        ``check(row)`` (when given) does not raise ValueError/TypeError; any other cell is left
+        out with a :class:`StoreWarning` naming the store and the cell, so the caller recomputes
+        it and never prints it.
+        """
         keys = list(keys)
         out = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = "SELECT key, row FROM cells WHERE key IN (%s)" % ",".join("?" * len(chunk))
-            for k, row in self._conn.execute(q, chunk):
-                out[k] = json.loads(row)
+            q = "SELECT key, config, row FROM cells WHERE key IN (%s)" % ",".join("?" * len(chunk))
+            for k, config, text in self._conn.execute(q, chunk):
+                try:
+                    row = self._trusted(k, config, text, check)
+                except (ValueError, TypeError) as err:
+                    warnings.warn(f"results store {str(self.path)!r}: cell {k[:12]}... is damaged ({err}); "
+                                  "recomputing it", StoreWarning, stacklevel=2)
+                    continue
+                out[k] = row
         return out
+
+    @staticmethod
+    def _trusted(key, config, text, check):
+        if not isinstance(config, str) or hashlib.sha256(config.encode()).hexdigest() != key:
+            raise ValueError("its configuration does not hash to its key")
+        try:
+            row = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            raise ValueError("its row is not JSON") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"its row is a JSON {type(row).__name__}, not an object")
+        if check is not None:
+            check(row)
+        return row
 
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0])

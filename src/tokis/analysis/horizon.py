@@ -8,9 +8,10 @@ from __future__ import annotations
 import sys
 
 from ._cli import main as _cli_main
-from ._horizon import horizon, overtakes, DEFAULT_ESTIMATORS, DEFAULT_HORIZONS, DEFAULT_BEHAVIOR
+from ._horizon import horizon, overtakes, DEFAULT_ESTIMATORS, DEFAULT_HORIZONS, DEFAULT_BEHAVIOR, DEFAULT_FAMILY
 
-__all__ = ["horizon", "overtakes", "DEFAULT_ESTIMATORS", "DEFAULT_HORIZONS", "DEFAULT_BEHAVIOR", "main"]
+__all__ = ["horizon", "overtakes", "DEFAULT_ESTIMATORS", "DEFAULT_HORIZONS", "DEFAULT_BEHAVIOR", "DEFAULT_FAMILY",
+           "main"]
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,8 @@ __all__ = ["Policy", "log_softmax"]
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax over the last axis with max-shifting; ``-inf`` logits stay ``-inf``."""
     m = np.max(logits, axis=-1, keepdims=True)
-    z = logits - m
-    with np.errstate(divide="ignore"):
+    with np.errstate(over="ignore", divide="ignore"):  # -1e308 - 1e308 = -inf: probability exactly 0
+        z = logits - m
         lse = np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
     return z - lse
 
