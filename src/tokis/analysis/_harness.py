@@ -86,6 +86,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._memory import check_batch_memory
 from ._config import canonical_json, parse_estimators
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "BREAKDOWN_CHECKS",
     "monte_carlo",
     "replication_seeds",
+    "check_row",
     "summarise",
     "exact_columns",
     "estimate_bounds",
@@ -122,6 +124,8 @@ COLUMNS = (
     "mc_std_lo",
     "mc_std_hi",
     "mc_mse",
+    "mc_mse_lo",
+    "mc_mse_hi",
     "mean_ess",
     "z",
     "std_underestimated",
@@ -148,6 +152,34 @@ BREAKDOWN_CHECKS = ("non_finite", "mean_out_of_range", "std_over_half_range", "b
                     "normalizer_cv_over_1")
 
 _Z975 = float(stats.norm.ppf(0.975))
+
+
+#: Harness columns holding text; ``std_underestimated`` and ``asymptotic_breakdown`` are flags,
+#: every other column a number (NaN allowed).
+_TEXT_COLUMNS = frozenset({"estimator", "name", "params", "method", "exact_note", "breakdown_reason"})
+_FLAG_COLUMNS = frozenset({"std_underestimated", "asymptotic_breakdown"})
+
+
+def check_row(row: dict) -> None:
+    """Check a stored harness row against :data:`COLUMNS` (the results store's ``check``).
+
+    Raises
+    ------
+    ValueError
+        A missing column, or a value of the wrong kind (e.g. ``"exact_mean": "banana"``).
+    """
+    for col in COLUMNS:
+        if col not in row:
+            raise ValueError(f"column {col!r} is missing")
+        v = row[col]
+        if col in _TEXT_COLUMNS:
+            ok = isinstance(v, str)
+        elif col in _FLAG_COLUMNS:
+            ok = isinstance(v, bool)
+        else:
+            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok:
+            raise ValueError(f"column {col!r} holds {v!r}")
 
 
 def replication_seeds(seed, replications) -> list[int]:
@@ -406,7 +438,8 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
     out = dict(mc_nonfinite=int((~finite).sum()))
     if R == 0:
         out.update({k: nan for k in ("mc_mean", "mc_mean_lo", "mc_mean_hi", "mc_bias", "mc_bias_lo", "mc_bias_hi",
-                                      "mc_std", "mc_std_lo", "mc_std_hi", "mc_mse", "z")})
+                                      "mc_std", "mc_std_lo", "mc_std_hi", "mc_mse", "mc_mse_lo", "mc_mse_hi",
+                                      "z")})
         out["std_underestimated"] = False
     else:
         mean = float(v.mean())
@@ -418,6 +451,9 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
         else:
             lo = hi = nan
         bias = mean - target_value
+        sq = (v - target_value) ** 2
+        mse = float(sq.mean())
+        mse_half = _Z975 * float(sq.std(ddof=1)) / math.sqrt(R) if R > 1 else nan
         out.update(
             mc_mean=mean,
             mc_mean_lo=mean - half,
@@ -428,7 +464,9 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
             mc_std=sd,
             mc_std_lo=float(lo),
             mc_std_hi=float(hi),
-            mc_mse=float(np.mean((v - target_value) ** 2)),
+            mc_mse=mse,
+            mc_mse_lo=max(mse - mse_half, 0.0),
+            mc_mse_hi=mse + mse_half,
         )
         ex_mean, ex_std = exact["exact_mean"], exact["exact_std"]
         if exact.get("asymptotic_breakdown", False):
@@ -495,7 +533,8 @@ def monte_carlo(mdp, target, behavior, estimators, *, n, replications, seed=0, b
         ``target_value`` :math:`J(\pi)`, ``exact_mean``, ``exact_bias``, ``exact_std`` (std of
         the estimate at ``n``), ``exact_mse``, ``mc_mean`` with its 95 % interval
         ``mc_mean_lo``/``mc_mean_hi``, ``mc_bias`` (± interval), ``mc_std`` (chi-square
-        interval), ``mc_mse``, ``mean_ess`` (mean Kish ESS), ``z``, ``std_underestimated``,
+        interval), ``mc_mse`` (with a normal 95 % interval ``mc_mse_lo``/``mc_mse_hi`` from the
+        R squared errors, clipped at 0), ``mean_ess`` (mean Kish ESS), ``z``, ``std_underestimated``,
         ``n``, ``replications``, ``mc_nonfinite`` (replications with a non-finite estimate,
         left out), ``exact_note`` (why no exact method applies), and for asymptotic rows the
         delta-method checks: ``estimate_lo``/``estimate_hi`` (bounds of the estimate),
@@ -524,6 +563,7 @@ def monte_carlo(mdp, target, behavior, estimators, *, n, replications, seed=0, b
     n = _positive_int(n, "n")
     R = _positive_int(replications, "replications", 2)
     seed = check_seed(seed)
+    check_batch_memory(n, mdp.horizon)
     seeds = replication_seeds(seed, R)
     J = float(exact.value(mdp, target))
     values, ess = _simulate(mdp, target, behavior, specs, n, seeds, backend)
