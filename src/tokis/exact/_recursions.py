@@ -57,6 +57,7 @@ import numpy as np
 
 from ..envs._mdp import TokenMDP
 from ..envs._policy import Policy
+from .._core._interpret import interpreted, pick
 from . import _moment_kernels as _k
 from ._dp import _eos_index, _steps
 
@@ -121,6 +122,20 @@ class Pair:
         return tm
 
 
+#: Problem size ``T * S * V`` from which the compiled moment kernels run. Compiling one costs
+#: 5--15 s on a cold cache (about 0.3 s to load from numba's disk cache afterwards); the
+#: interpreted twin (:mod:`tokis._core._interpret`: the same source, run by Python) takes about
+#: 13 us per element, so below 2**14 elements a call takes under 0.25 s and never compiles. The
+#: main job's largest MDP (T = 64, 9 contexts, 8 tokens) is 4608 elements. Measured on the
+#: 2-core machine of this repository's CI; results agree to rounding (tests/exact/test_interpreted.py).
+COMPILE_MIN_WORK = 1 << 14
+
+
+def _kernels(T: int, S: int, V: int):
+    """The moment-kernel module for a problem of size ``T * S * V``: compiled or its interpreted twin."""
+    return pick(_k, T * S * V, COMPILE_MIN_WORK)
+
+
 def steps(arr, horizon: int) -> np.ndarray:
     """Per-step array as C-contiguous float64 ``(Tp, S, V)``, ``Tp = 1`` when it does not vary in t.
 
@@ -155,7 +170,8 @@ def prepare(mdp: TokenMDP, target: Policy, behavior: Policy) -> Pair:
         log_r=_full(log_r, T),
         m_next=np.ascontiguousarray(m[nxt], dtype=np.float64),
         m2_next=np.ascontiguousarray(m2[nxt], dtype=np.float64),
-        graph=_k.incoming(np.ascontiguousarray(nxt, dtype=np.int64), _eos_index(mdp)),
+        graph=_kernels(mdp.horizon, mdp.num_contexts, mdp.vocab_size).incoming(
+            np.ascontiguousarray(nxt, dtype=np.int64), _eos_index(mdp)),
     )
 
 
@@ -268,7 +284,7 @@ def additive(pair: Pair, x, a0: float, per_length: bool = False, *, nch: int | N
     pairwise merge. Numba kernel: :func:`._moment_kernels.additive_kernel`.
     """
     T = pair.T
-    mean, var = _k.additive_kernel(
+    mean, var = _kernels(pair.T, pair.S, pair.V).additive_kernel(
         *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(x, T), _rewards(pair),
         bool(pair.mdp.has_step_reward), _ro(pair.m_next), _ro(_z_var(pair)), float(a0), bool(per_length), int(T),
         _chunks(pair, nch),
@@ -317,9 +333,9 @@ class MultResult:
         """
         acc = np.array([-np.inf, 0.0, 0.0, 0.0, 0.0])
         for b in range(self.log_mass.shape[0]):
-            _k._merge_log(acc, float(self.log_mass[b]), float(self.mean[b]), float(self.mean_scale[b]),
+            interpreted(_k)._merge_log(acc, float(self.log_mass[b]), float(self.mean[b]), float(self.mean_scale[b]),
                           float(self.var[b]), float(self.var_scale[b]))
-        v1, s1, _, _, vv, sv = _k._merged_moments(acc)
+        v1, s1, _, _, vv, sv = interpreted(_k)._merged_moments(acc)
         return (float(v1), float(s1)), (float(vv), float(sv))
 
 
@@ -392,7 +408,8 @@ def multiplicative(
         nsteps = T if collect_all else int(min(lengths[b], T))
         if nsteps < 1:
             continue
-        first[b], scale1[b], second[b], scale2[b], central[b] = _k.multiplicative_kernel(
+        kern = _kernels(pair.T, pair.S, pair.V).multiplicative_kernel
+        first[b], scale1[b], second[b], scale2[b], central[b] = kern(
             *common, mu, lh, float(div[b]), rho, bool(pair.mdp.has_step_reward), mp, vz, nsteps,
             bool(collect_all), int(T), nch,
         )
@@ -473,7 +490,7 @@ def pdis(pair: Pair, u, alpha, beta, u_shift=None, u_div=None, *, nch: int | Non
     """
     T = pair.T
     u, u_shift, u_div = _pdis_u(pair, u, u_shift, u_div)
-    v1, s1, v2, s2, vv, sv = _k.pdis_kernel(
+    v1, s1, v2, s2, vv, sv = _kernels(pair.T, pair.S, pair.V).pdis_kernel(
         *_common(pair), _kernel_steps(pair.mu, T), _kernel_steps(pair.log_r, T),
         _ro(u), _ro(u_shift), _ro(u_div), _ro(np.broadcast_to(np.asarray(alpha, dtype=np.float64), (T,))),
         _ro(np.broadcast_to(np.asarray(beta, dtype=np.float64), (T,))), _ro(pair.m_next), _ro(_z_var(pair)), int(T),
@@ -514,7 +531,7 @@ def wpdis_stats(pair: Pair, *, nch: int | None = None):
     Numba kernel: :func:`._moment_kernels.wpdis_kernel`.
     """
     T = pair.T
-    b, theta, c_val, c_scale, bad = _k.wpdis_kernel(
+    b, theta, c_val, c_scale, bad = _kernels(pair.T, pair.S, pair.V).wpdis_kernel(
         *_common(pair), _kernel_steps(pair.log_mu, T), _kernel_steps(pair.log_r, T), _rewards(pair),
         _ro(pair.m_next), int(T), _chunks(pair, nch),
     )
