@@ -51,7 +51,7 @@ def _check_table(csv, estimators, rows_per_estimator):
 def test_horizon_end_to_end(tmp_path, capsys):
     out_dir = tmp_path / "out"
     argv = ["horizon", *TINY, "--horizons", "1..4", "--estimators", "seq,tok,clip_tok:c=1.5", "--kl", "0.1",
-            "--store", str(tmp_path / "s.sqlite"), "--out", str(out_dir)]
+            "--reward", "last", "--store", str(tmp_path / "s.sqlite"), "--out", str(out_dir)]
     rc, out, err = _run(capsys, argv)
     assert rc == 0, err
     assert _header(out, "## horizon sweep") == ["T", "estimator", "method", "exact_bias", "exact_std", "exact_mse",
@@ -222,3 +222,27 @@ def test_python_m_entry_points(tmp_path):
                          text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["tokis: error: kl must be >= 0, got -1.0"]
+
+
+@pytest.mark.parametrize("make_out, match", [
+    (lambda d: (d / "file").write_text("x") and d / "file", "is an existing file"),
+    (lambda d: (d / "file").write_text("x") and d / "file" / "sub", "lies under the file"),
+])
+def test_bad_out_fails_before_computing(tmp_path, capsys, make_out, match):
+    import time
+
+    out = make_out(tmp_path)
+    t0 = time.perf_counter()
+    rc, _out, err = _run(capsys, ["horizon", "--no-store", "--out", str(out)])
+    assert rc == 2 and match in err and err.count("\n") == 1
+    assert time.perf_counter() - t0 < 5.0  # refused before the (minutes-long) default sweep
+
+
+def test_bad_parameter_type_is_one_line(capsys):
+    rc, _out, err = _run(capsys, ["horizon", "--no-store", "--estimators", "clip_tok:c=abc"])
+    assert rc == 2 and err.startswith("tokis: error: ") and "c must be" in err and "Traceback" not in err
+
+
+def test_too_large_batch_is_refused_before_allocating(capsys):
+    rc, _out, err = _run(capsys, ["horizon", "--no-store", "--n", "100000000"])
+    assert rc == 2 and "GiB per batch" in err and "--n <=" in err

@@ -197,7 +197,7 @@ def test_crash_midway_keeps_finished_cells(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sw, "compute_point", flaky)
     path = tmp_path / "c.sqlite"
     rc = main(["horizon", "--vocab", "3", "--horizons", "1,2,3,4", "--estimators", "seq,tok", "--n", "8",
-               "--replications", "3", "--seed", "1", "--kl", "0.05", "--store", str(path), "--no-progress"])
+               "--replications", "3", "--seed", "1", "--kl", "0.05", "--reward", "last", "--store", str(path), "--no-progress"])
     assert rc == 130
     assert capsys.readouterr().err == "tokis: interrupted; finished cells are in the store\n"
     with ResultStore(path) as db:
@@ -205,3 +205,26 @@ def test_crash_midway_keeps_finished_cells(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sw, "compute_point", real)
     t = horizon(FAM, BEH, horizons=[1, 2, 3, 4], store=path, **TINY)
     assert t.attrs["cached"] == 4 and t.attrs["computed"] == 4
+
+
+def test_damaged_stored_cell_is_recomputed_never_printed(tmp_path):
+    from tokis.analysis._store import StoreWarning
+
+    path = tmp_path / "d.sqlite"
+    first = horizon(FAM, BEH, horizons=[2, 3], store=path, **TINY)
+    conn = sqlite3.connect(path)
+    (key, row), *_ = conn.execute("SELECT key, row FROM cells").fetchall()
+    conn.execute("UPDATE cells SET row = ? WHERE key = ?", (row.replace('"exact_mean": ', '"exact_mean": "banana", "x": '), key))
+    conn.commit()
+    conn.close()
+    with pytest.warns(StoreWarning, match="exact_mean"):
+        again = horizon(FAM, BEH, horizons=[2, 3], store=path, **TINY)
+    assert again.attrs["computed"] == 1 and again.attrs["cached"] == 3
+    pd.testing.assert_frame_equal(again, first, check_exact=True)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(capsys):
+    horizon(FAM, BEH, horizons=[1, 2, 3], store=None, progress="lines", **TINY)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("tokis: horizon 6/6 cells (100 %)")
+    assert all(line.startswith("tokis: horizon ") for line in lines)

@@ -14,7 +14,10 @@ Python API:
   (with :func:`~tokis.analysis.growth.fit_growth`) and
   :func:`tokis.analysis.gradient.gradient_sweep` (exact policy gradients of the objectives, with
   :func:`~tokis.analysis.gradient.turning_points`, :func:`~tokis.analysis.gradient.landscape` and
-  :func:`~tokis.analysis.gradient.parse_objectives`).
+  :func:`~tokis.analysis.gradient.parse_objectives`);
+  :func:`tokis.analysis.train.train` (policy optimisation with every objective on an exact MDP, the
+  true J after every update; with :func:`~tokis.analysis.train.summarize`,
+  :func:`~tokis.analysis.train.learning_curves` and the optimizers ``adam``/``sgd``).
 
 The command modules are not imported here, so ``tokis.analysis.horizon`` is always the module
 (``from tokis.analysis.horizon import horizon`` for the function) and ``python -m`` runs them

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._progress import default_mode
 from . import _cli_args as A
 
 __all__ = ["main", "build_parser"]
@@ -38,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sweep T = 1, 2, 4, ... at a fixed per-token divergence: exact bias, std, MSE "
                        "and population ESS fraction next to Monte Carlo bias (95 % CI), std, Kish ESS and z-score, "
                        "per estimator; then where each estimator's exact MSE overtakes another's.")
-    A.add_family(h, "ngram")
+    A.add_family(h, "ngram", "frequency")
     A.add_behavior(h, "--kl 0.05")
     h.add_argument("--horizons", default="1..64", metavar="LIST",
                    help="comma-separated horizons; a..b = powers of two from a to b (default 1..64)")
-    A.add_run(h, estimators="seq,tok,snis,clip_tok,geo,clip_prod", n=1024, replications=1000)
+    A.add_run(h, estimators="seq,pdis,tok,snis,trunc_seq,clip_tok,clip_prod,geo", n=1024, replications=1000)
 
     d = sub.add_parser("divergence", help="sweep the per-token divergence at fixed T",
                        description="Sweep the per-context KL (or chi2) of the perturbation at a fixed horizon.")
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="horizon of the surrogate landscape plot (default: the longest swept horizon at which "
                          "every objective is exact)")
     sw.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
+    A.add_scheduler(sw)
     o = gr.add_argument_group("output and results store")
     o.add_argument("--out", default=None, metavar="DIR",
                    help="write CSV, LaTeX and PNG plots (cosine and SNR against T, surrogate landscape) to DIR")
@@ -278,10 +280,11 @@ def _cmd_gradient(a) -> int:
         raise ValueError(f"--max-sequences must be >= 1, got {a.max_sequences}")
     if a.landscape_horizon is not None and a.landscape_horizon < 1:
         raise ValueError(f"--landscape-horizon must be >= 1, got {a.landscape_horizon}")
-    progress = a.progress if a.progress is not None else sys.stderr.isatty()
+    progress = default_mode(a.progress)
     t0 = time.perf_counter()
     table = gradient_sweep(fam, beh, objectives=objs, horizons=Ts, kls=kls, n=a.n, theta_seed=a.theta_seed,
-                           max_sequences=a.max_sequences, workers=a.workers, store=A.store(a), progress=progress)
+                           max_sequences=a.max_sequences, workers=a.workers, store=A.store(a), progress=progress,
+                           scheduler=a.scheduler)
     A.report_counts(table, t0)
     shown = display_gradient_table(table)
     turns = turning_points(table)
@@ -347,7 +350,7 @@ _COMMANDS = {"horizon": _cmd_horizon, "divergence": _cmd_divergence, "mismatch":
 
 #: Subcommands defined in their own modules: each has ``add_parser(subparsers)`` and ``run(args) -> int``
 #: (see :mod:`tokis.analysis._cli_args`), registered in this order after the ones above.
-PLUGINS = ()
+PLUGINS = ("_sweep_cli", "_train_cli", "_diagnose_cli")
 
 
 def _plugins():
@@ -384,9 +387,13 @@ def main(argv=None) -> int:
         return int(ex.code or 0)
     try:
         A.validate_run(args)
+        if getattr(args, "out", None):
+            from ._outdir import check_out_dir
+
+            check_out_dir(args.out)  # before any computation: a bad --out fails in a second
         run = getattr(args, "_run", None) or _COMMANDS[args.command]
         return run(args)
-    except ValueError as err:  # bad option values (the configurations validate them)
+    except (ValueError, TypeError) as err:  # bad option values (the configurations validate them)
         sys.stderr.write(f"tokis: error: {_one_line(err)}\n")
         return 2
     except KeyboardInterrupt:

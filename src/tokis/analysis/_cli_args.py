@@ -12,9 +12,10 @@ import argparse
 import sys
 import time
 
+from ._progress import default_mode
 from ._names import FAMILIES, REWARDS, ROUNDINGS
 
-__all__ = ["UsageError", "Parser", "add_family", "add_behavior", "add_run", "family", "behavior",
+__all__ = ["UsageError", "Parser", "add_family", "add_behavior", "add_run", "add_scheduler", "family", "behavior",
            "int_list", "store", "run_kwargs", "validate_run", "say", "report_counts"]
 
 
@@ -29,19 +30,22 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def add_family(p, default_family: str, default_reward: str = "last"):
+def add_family(p, default_family: str, default_reward: str = "last", *, vocab: int = 8, threshold: int = 2):
+    """The MDP family options, with a command's own defaults of family, reward, vocabulary and threshold."""
     g = p.add_argument_group("MDP family")
     g.add_argument("--family", default=default_family, metavar="NAME",
                    help=f"context automaton: {', '.join(FAMILIES)} (default {default_family})")
-    g.add_argument("--vocab", type=int, default=8, metavar="V", help="vocabulary size (default 8)")
+    g.add_argument("--vocab", type=int, default=vocab, metavar="V", help=f"vocabulary size (default {vocab})")
     g.add_argument("--order", type=int, default=1, metavar="K", help="n-gram order, ngram only (default 1)")
     g.add_argument("--eos", type=int, default=None, metavar="TOKEN", help="end-of-sequence token (default none)")
     g.add_argument("--reward", default=default_reward, metavar="KIND",
                    help=f"reward: {', '.join(REWARDS)} (default {default_reward}; last: 1 when the last token is "
-                        "--reward-token; random: a Uniform[0,1] terminal reward per context)")
+                        "--reward-token; random: a Uniform[0,1] terminal reward per context; frequency: step reward "
+                        "1/T per --reward-token emitted)")
     g.add_argument("--reward-token", type=int, default=0, metavar="TOKEN",
                    help="token of the count/parity/last reward (default 0)")
-    g.add_argument("--threshold", type=int, default=2, metavar="M", help="threshold of the count reward (default 2)")
+    g.add_argument("--threshold", type=int, default=threshold, metavar="M",
+                   help=f"threshold of the count reward (default {threshold})")
     g.add_argument("--pattern", default="0,1", metavar="TOKENS", help="pattern of the pattern reward (default 0,1)")
     g.add_argument("--noise", default="none", metavar="KIND",
                    help="terminal reward observation noise: none or bernoulli (default none)")
@@ -74,6 +78,7 @@ def add_run(p, *, estimators: str | None, n: int = 256, replications: int = 100)
     g.add_argument("--seed", type=int, default=0, help="master seed of the replications (default 0)")
     g.add_argument("--backend", default="auto", help="sampling/estimator backend: auto, numpy, numba, cupy")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
+    add_scheduler(g)
     o = p.add_argument_group("output and results store")
     o.add_argument("--out", default=None, metavar="DIR", help="write CSV, LaTeX and PNG plots to DIR")
     o.add_argument("--store", default=None, metavar="PATH",
@@ -83,6 +88,14 @@ def add_run(p, *, estimators: str | None, n: int = 256, replications: int = 100)
                    help="show a progress bar (default: when stderr is a terminal)")
     o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
+
+
+def add_scheduler(g):
+    """The ``--scheduler`` option (Dask distributed) of every sweep command, in group ``g``."""
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="compute on Dask distributed: 'local' (a LocalCluster, one process per core, or --workers N) "
+                        "or tcp://host:port of a running `dask scheduler` with `dask worker`s; the client keeps the "
+                        "store. Needs pip install -e '.[dask]' (default: no Dask, --workers local processes)")
 
 
 def family(a):
@@ -119,9 +132,9 @@ def store(a):
 
 
 def run_kwargs(a) -> dict:
-    progress = a.progress if a.progress is not None else sys.stderr.isatty()
+    progress = default_mode(a.progress)
     return dict(n=a.n, replications=a.replications, seed=a.seed, backend=a.backend, workers=a.workers,
-                store=store(a), progress=progress)
+                store=store(a), progress=progress, scheduler=a.scheduler)
 
 
 def validate_run(a):
@@ -135,6 +148,10 @@ def validate_run(a):
         raise ValueError(f"--digits must be >= 1, got {a.digits}")
     if getattr(a, "backend", None) is not None and a.backend not in ("auto", "numpy", "numba", "cupy"):
         raise ValueError(f"unknown backend {a.backend!r}; choose from auto, numpy, numba, cupy")
+    if getattr(a, "scheduler", None) is not None:
+        from ._dask import check_scheduler  # the address's form only: dask is imported when a cell runs
+
+        check_scheduler(a.scheduler, getattr(a, "workers", 1))
 
 
 def say(text: str = ""):

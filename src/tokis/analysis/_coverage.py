@@ -52,11 +52,11 @@ Command line: ``tokis coverage`` or ``python -m tokis.analysis.coverage`` (see `
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pandas as pd
 
+from ._progress import progress as progress_counter
 from .. import envs, exact
 from ..estimators._forms import TokenSum
 from ..estimators._intervals import LOWER_BOUNDS, METHODS, NotApplicableError
@@ -247,17 +247,10 @@ def _cell_config(point, spec, method, *, level, n, R, seed, n_resamples) -> dict
     return cfg
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="coverage", unit="cell", disable=not enabled, file=sys.stderr,
-                leave=False, dynamic_ncols=True)
-
-
 def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, methods=DEFAULT_METHODS,
              horizons=DEFAULT_HORIZONS, n=DEFAULT_N, replications=DEFAULT_REPLICATIONS, level=DEFAULT_LEVEL,
              n_resamples=DEFAULT_RESAMPLES, seed=0, backend="auto", workers=1, store=None,
-             progress=False) -> pd.DataFrame:
+             progress=False, scheduler=None) -> pd.DataFrame:
     r"""Coverage of each interval method for each estimator and horizon, against the exact target.
 
     Parameters
@@ -283,7 +276,7 @@ def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, metho
         Bootstrap resamples of ``bca`` (default 999).
     seed : int
         Master seed of the replications (and of the bootstrap).
-    backend, workers, store, progress
+    backend, workers, store, progress, scheduler
         As in :func:`~tokis.analysis.horizon` (one task per horizon).
 
     Returns
@@ -350,7 +343,7 @@ def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, metho
                 tasks.append((i, ks, [todo[k] for k in ks]))
         total = len(keys)
         computed = 0
-        bar = _progress(total, total - sum(len(m) for _, _, t in tasks for m in t), progress)
+        bar = progress_counter(total, total - sum(len(m) for _, _, t in tasks for m in t), "coverage", progress, "cell")
 
         def finish(i, ks, todo, result):
             nonlocal computed
@@ -369,7 +362,7 @@ def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, metho
                     backend)
 
         try:
-            run_tasks(tasks, _compute_point, args, finish, workers)
+            run_tasks(tasks, _compute_point, args, finish, workers, scheduler=scheduler)
         finally:
             bar.close()
     finally:

@@ -29,7 +29,7 @@ DEFAULT_ESTIMATORS = ("seq", "tok", "snis", "clip_tok", "geo", "clip_prod")
 
 def divergence(family=None, behavior=None, *, kind="kl", values=DEFAULT_VALUES, horizon=16,
                estimators=DEFAULT_ESTIMATORS, n=1024, replications=500, seed=0, backend="auto", workers=1, store=None,
-               progress=False) -> pd.DataFrame:
+               progress=False, scheduler=None) -> pd.DataFrame:
     r"""Sweep the per-token divergence at a fixed horizon.
 
     Parameters
@@ -45,7 +45,7 @@ def divergence(family=None, behavior=None, *, kind="kl", values=DEFAULT_VALUES, 
         The divergences (``>= 0``; comma-separated text allowed).
     horizon : int
         ``T >= 1``.
-    estimators, n, replications, seed, backend, workers, store, progress
+    estimators, n, replications, seed, backend, workers, store, progress, scheduler
         As in :func:`~tokis.analysis.horizon.horizon`.
 
     Returns
@@ -72,6 +72,6 @@ def divergence(family=None, behavior=None, *, kind="kl", values=DEFAULT_VALUES, 
         b = dataclasses.replace(base, **{"kl": None, "chi2": None, kind: v})
         points.append(Point(((kind, v),), mdp, target, b.apply(target)))
     table = run_sweep(points, estimators, n=n, replications=replications, seed=seed, backend=backend, store=store,
-                      workers=workers, progress=progress, desc="divergence")
+                      workers=workers, progress=progress, desc="divergence", scheduler=scheduler)
     table.attrs.update(family=family.label, behavior=base.label, kind=kind, horizon=T)
     return table

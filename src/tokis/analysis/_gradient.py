@@ -42,13 +42,13 @@ import hashlib
 import inspect
 import json
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ._progress import progress as progress_counter
 from .. import envs, exact
 from ..objectives import REGISTRY as OBJECTIVES
 from ..objectives import get_correction, get_objective
@@ -381,16 +381,9 @@ def _compute_point(mdp, theta, mu, old, objectives, n, max_sequences) -> list[di
     return [compute_cell(mdp, theta, mu, old, name, kw, n, max_sequences) for name, kw in objectives]
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="gradient", unit="cell", disable=not enabled, file=sys.stderr,
-                leave=False, dynamic_ncols=True)
-
-
 def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES, horizons=DEFAULT_HORIZONS,
                    kls=DEFAULT_KLS, n=DEFAULT_N, theta_seed=DEFAULT_THETA_SEED, max_sequences=MAX_SEQUENCES,
-                   workers=1, store=None, progress=False) -> pd.DataFrame:
+                   workers=1, store=None, progress=False, scheduler=None) -> pd.DataFrame:
     r"""Exact expected gradients of policy-gradient objectives against grad J, across horizons.
 
     Parameters
@@ -420,6 +413,10 @@ def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES,
         Results store for finished cells (None: none; True: the default file).
     progress : bool
         Show a progress bar.
+    scheduler : None, str or distributed.Client
+        Compute the points on Dask distributed: ``"local"`` or ``"tcp://host:port"`` (as in
+        :func:`~tokis.analysis.horizon.horizon`; the workers find the objectives by name, as
+        local processes do).
 
     Returns
     -------
@@ -471,7 +468,7 @@ def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES,
                 tasks.append((i, todo))
         total = len(points) * len(objs)
         computed = 0
-        bar = _progress(total, total - sum(len(t) for _, t in tasks), progress)
+        bar = progress_counter(total, total - sum(len(t) for _, t in tasks), "gradient", progress, "cell")
 
         def finish(i, todo, result):
             nonlocal computed
@@ -488,7 +485,7 @@ def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES,
             return p.mdp, p.theta, p.mu, p.old, [resolved[j] for j in todo], n, max_sequences
 
         try:
-            run_tasks(tasks, _compute_point, args, finish, workers)
+            run_tasks(tasks, _compute_point, args, finish, workers, scheduler=scheduler)
         finally:
             bar.close()
     finally:

@@ -121,7 +121,8 @@ def fit_growth(table: pd.DataFrame, *, quantity: str = "second_moment", level: f
 
 
 def growth(family=None, behavior=None, *, estimator="seq", horizons=DEFAULT_HORIZONS, quantity="second_moment", n=1024,
-           replications=400, seed=0, backend="auto", workers=1, store=None, progress=False) -> pd.DataFrame:
+           replications=400, seed=0, backend="auto", workers=1, store=None, progress=False,
+           scheduler=None) -> pd.DataFrame:
     r"""Fit the growth of log E[f²] (or log Var f) of one estimator against T, next to the exact rate.
 
     Parameters
@@ -137,7 +138,7 @@ def growth(family=None, behavior=None, *, estimator="seq", horizons=DEFAULT_HORI
         At least 3 horizons.
     quantity : {"second_moment", "variance"}
         The fitted quantity (see the module docstring).
-    n, replications, seed, backend, workers, store, progress
+    n, replications, seed, backend, workers, store, progress, scheduler
         As in :func:`~tokis.analysis.horizon.horizon`.
 
     Returns
@@ -160,7 +161,7 @@ def growth(family=None, behavior=None, *, estimator="seq", horizons=DEFAULT_HORI
     points = [dataclasses.replace(p, seed=_horizon_seed(seed, p.mdp.horizon))
               for p in horizon_points(family, behavior, Ts)]
     table = run_sweep(points, [spec], n=n, replications=replications, seed=seed, backend=backend, store=store,
-                      workers=workers, progress=progress, desc="growth")
+                      workers=workers, progress=progress, desc="growth", scheduler=scheduler)
     exact_sm, exact_var = zip(*(_exact_logs(p.mdp, p.target, p.behavior, spec) for p in points))
     n_ = table["n"].to_numpy(dtype=float)
     var = n_ * table["mc_std"].to_numpy(dtype=float) ** 2

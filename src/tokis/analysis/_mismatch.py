@@ -153,7 +153,8 @@ def calibrate(mdp, target, model: str, kl: float, *, seed: int = 0, iterations: 
 
 
 def mismatch(family=None, *, models=DEFAULT_MODELS, kl=0.01, horizon=16, estimators=DEFAULT_ESTIMATORS, n=1024,
-             replications=500, seed=0, backend="auto", workers=1, store=None, progress=False) -> pd.DataFrame:
+             replications=500, seed=0, backend="auto", workers=1, store=None, progress=False,
+             scheduler=None) -> pd.DataFrame:
     r"""Compare behaviour models at a matched per-token sampler KL.
 
     Parameters
@@ -166,7 +167,7 @@ def mismatch(family=None, *, models=DEFAULT_MODELS, kl=0.01, horizon=16, estimat
         Per-token :math:`\overline{KL}(\mu\|\pi)` every model with a knob is calibrated to.
     horizon : int
         ``T >= 1``.
-    estimators, n, replications, seed, backend, workers, store, progress
+    estimators, n, replications, seed, backend, workers, store, progress, scheduler
         As in :func:`~tokis.analysis.horizon.horizon`.
 
     Returns
@@ -196,6 +197,6 @@ def mismatch(family=None, *, models=DEFAULT_MODELS, kl=0.01, horizon=16, estimat
         points.append(Point((("model", m), ("knob", float("nan") if knob is None else float(knob))), mdp, target,
                             b.apply(target)))
     table = run_sweep(points, estimators, n=n, replications=replications, seed=seed, backend=backend, store=store,
-                      workers=workers, progress=progress, desc="mismatch")
+                      workers=workers, progress=progress, desc="mismatch", scheduler=scheduler)
     table.attrs.update(family=family.label, kl=kl, horizon=T)
     return table

@@ -1,4 +1,4 @@
-"""Sweeps: many harness cells, cached in the results store, run in local processes, with progress.
+"""Sweeps: many harness cells, cached in the results store, run in local processes or on Dask, with progress.
 
 A sweep is a list of :class:`Point` (an MDP, a target and a behaviour policy, plus the
 coordinates that locate the point in the sweep, such as ``T = 8``) crossed with a list of
@@ -10,27 +10,28 @@ parameters, ``n``, ``R``, the seed and the package version (:func:`cell_config`)
 missing estimators of a point share the same samples, exactly as in one harness call), and
 commits each finished cell in its own transaction as soon as its point finishes, so an
 interrupted sweep resumes without recomputing finished cells, and a repeated sweep computes
-nothing. With ``workers > 1`` points run in a pool of local processes (the parent process alone
-writes to the store).
+nothing. With ``workers > 1`` points run in a pool of local processes, with ``scheduler`` on Dask
+distributed (:mod:`tokis.analysis._dask`); either way the parent process alone writes to the store.
 """
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 import multiprocessing
 
 import pandas as pd
 
+from ._progress import progress as progress_counter
 from . import _harness
 from ._config import canonical_json, config_key, parse_estimators, to_jsonable
+from ._memory import check_batch_memory
 from ._store import open_store
 
 __all__ = ["Point", "POINT_COLUMNS", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
 
 #: Version of the cell layout; part of every key, bumped when the row format changes.
-STORE_SCHEMA = 2
+STORE_SCHEMA = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +48,9 @@ class Point:
         Master seed of this point's replications, instead of the sweep's seed (e.g. independent
         streams per horizon for a regression across horizons; by default every point uses the
         sweep's seed, i.e. common random numbers).
+    n, replications : int, optional
+        This point's sequences per replication and replications, instead of the sweep's (a grid
+        of configurations, :mod:`tokis.analysis._grid`).
     """
 
     coords: tuple
@@ -54,6 +58,8 @@ class Point:
     target: object
     behavior: object
     seed: int | None = None
+    n: int | None = None
+    replications: int | None = None
 
 
 def cell_config(point: Point, spec, *, n: int, replications: int, seed: int) -> dict:
@@ -69,8 +75,8 @@ def cell_config(point: Point, spec, *, n: int, replications: int, seed: int) -> 
         behavior=point.behavior.fingerprint(),
         estimator=spec.name,
         params=spec.kwargs,
-        n=int(n),
-        replications=int(replications),
+        n=int(n if point.n is None else point.n),
+        replications=int(replications if point.replications is None else point.replications),
         seed=int(seed if point.seed is None else point.seed),
     )
     if spec.origin:  # a user's declaration: its definition is part of the key (edit it, recompute)
@@ -123,21 +129,32 @@ def _seed(point: Point, seed: int) -> int:
     return seed if point.seed is None else int(point.seed)
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="cell", disable=not enabled, file=sys.stderr,
-                leave=False, dynamic_ncols=True)
-
-
-def run_tasks(tasks, compute, args_of, finish, workers: int) -> None:
+def run_tasks(tasks, compute, args_of, finish, workers: int, scheduler=None) -> None:
     """Run ``compute(*args_of(*task))`` for every task and call ``finish(*task, result)`` as results arrive.
 
-    In this process when ``workers == 1`` (or one task), else on ``workers`` spawned processes
-    (completion order; pending tasks are cancelled if one fails or on KeyboardInterrupt). The one
-    executor of every sweep command; each command stores a cell in ``finish``, so an interrupted
-    sweep keeps what finished.
+    With ``scheduler`` (``"local"``, ``"tcp://host:port"`` or a ``distributed.Client``) on Dask
+    workers (:func:`tokis.analysis._dask.run_dask_tasks`; ``workers`` sizes a local cluster);
+    otherwise in this process when ``workers == 1`` (or one task), else on ``workers`` spawned
+    processes. ``finish`` always runs in this process, in completion order; pending tasks are
+    cancelled if one fails or on KeyboardInterrupt. The one executor of every sweep command;
+    each command stores a cell in ``finish``, so an interrupted sweep keeps what finished.
+    ``compute`` and what ``args_of`` returns cross to other processes: a module-level function
+    and picklable values (configuration dataclasses, names and parameter dicts, MDPs, policies).
+
+    Raises
+    ------
+    ValueError, TypeError
+        A malformed ``scheduler`` (checked even when every cell is stored already).
+    tokis.analysis._dask.SchedulerError
+        Dask is missing or the scheduler cannot be used (a ``ValueError``).
     """
+    if scheduler is not None:
+        from ._dask import check_scheduler, run_dask_tasks
+
+        scheduler = check_scheduler(scheduler, workers)
+        if tasks:
+            run_dask_tasks(tasks, compute, args_of, finish, scheduler, workers)
+        return
     if workers == 1 or len(tasks) <= 1:
         for task in tasks:
             finish(*task, compute(*args_of(*task)))
@@ -155,7 +172,7 @@ def run_tasks(tasks, compute, args_of, finish, workers: int) -> None:
 
 
 def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", store=None, workers=1,
-              progress=False, desc="sweep") -> pd.DataFrame:
+              progress=False, desc="sweep", scheduler=None) -> pd.DataFrame:
     """Evaluate every (point, estimator) cell, reading finished cells from the store.
 
     Parameters
@@ -168,11 +185,19 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
     store : None, bool, path or ResultStore
         Where finished cells are kept (:func:`~tokis.analysis._store.open_store`); None: nowhere.
     workers : int
-        Local processes computing points (1: in this process).
+        Local processes computing points (1: in this process); with ``scheduler="local"``, the
+        worker processes of the local Dask cluster (1: one per core).
     progress : bool
         Show a progress bar (tqdm, on stderr) counting cells.
     desc : str
         Label of the progress bar.
+    scheduler : None, str or distributed.Client
+        Compute on Dask distributed instead of local processes: ``"local"`` (a LocalCluster on
+        this machine), ``"tcp://host:port"`` (a running ``dask scheduler`` with ``dask worker``
+        processes, which must import tokis and any user estimator module) or a Client. Results
+        are identical whatever the scheduler (:func:`run_tasks`). As with ``workers > 1``, a
+        script that starts local processes (``"local"``) must call this under
+        ``if __name__ == "__main__":``.
 
     Returns
     -------
@@ -192,6 +217,13 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
     points = list(points)
     if not points:
         raise ValueError("the sweep has no points")
+    for p in points:
+        if p.n is not None:
+            check_positive_int(p.n, "n")
+        if p.replications is not None:
+            check_positive_int(p.replications, "replications", 2)
+    for p in points:  # before any computation: a batch that cannot fit in memory fails now
+        check_batch_memory(n if p.n is None else p.n, p.mdp.horizon)
     keys = [[None] * len(specs) for _ in points]
     configs = {}
     for i, p in enumerate(points):
@@ -202,7 +234,7 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
             configs[key] = cfg
     db, owned = open_store(store)
     try:
-        rows = db.get_many(configs) if db is not None else {}
+        rows = db.get_many(configs, check=_harness.check_row) if db is not None else {}
         cached = sum(1 for ks in keys for k in ks if k in rows)
         # one task per point, with the estimators still missing (duplicates computed once)
         tasks, claimed = [], set()
@@ -213,7 +245,7 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
                 tasks.append((i, todo))
         total = len(points) * len(specs)
         computed = 0
-        bar = _progress(total, total - sum(len(t) for _, t in tasks), desc, progress)
+        bar = progress_counter(total, total - sum(len(t) for _, t in tasks), desc, progress)
 
         def finish(i, todo, result):
             nonlocal computed
@@ -228,9 +260,10 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
         try:
             def args(i, todo):
                 p = points[i]
-                return p.mdp, p.target, p.behavior, [specs[k] for k in todo], n, R, _seed(p, seed), backend
+                return (p.mdp, p.target, p.behavior, [specs[k] for k in todo], n if p.n is None else p.n,
+                        R if p.replications is None else p.replications, _seed(p, seed), backend)
 
-            run_tasks(tasks, compute_point, args, finish, workers)
+            run_tasks(tasks, compute_point, args, finish, workers, scheduler=scheduler)
         finally:
             bar.close()
     finally:
