@@ -21,6 +21,8 @@ def test_package_api_is_pinned():
 
 @pytest.mark.parametrize("module, function", [
     ("horizon", "horizon"), ("divergence", "divergence"), ("mismatch", "mismatch"), ("growth", "growth"),
+    ("gradient", "gradient_sweep"), ("coverage", "coverage"), ("train", "train"), ("sweep", "run_grid"),
+    ("diagnose", "diagnose_log"),
 ])
 def test_command_modules(module, function):
     mod = importlib.import_module(f"tokis.analysis.{module}")

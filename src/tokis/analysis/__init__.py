@@ -17,7 +17,12 @@ Python API:
   :func:`~tokis.analysis.gradient.parse_objectives`);
   :func:`tokis.analysis.train.train` (policy optimisation with every objective on an exact MDP, the
   true J after every update; with :func:`~tokis.analysis.train.summarize`,
-  :func:`~tokis.analysis.train.learning_curves` and the optimizers ``adam``/``sgd``).
+  :func:`~tokis.analysis.train.learning_curves` and the optimizers ``adam``/``sgd``);
+  :func:`tokis.analysis.coverage.coverage` (real coverage of confidence intervals);
+  :func:`tokis.analysis.sweep.run_grid` (a TOML grid of configurations, ``tokis sweep``) and
+  :func:`tokis.analysis.diagnose.diagnose_log` / :func:`~tokis.analysis.diagnose.diagnose_file`
+  (how off-policy a real training run's log-probs are, ``tokis diagnose``). Every sweep takes
+  ``scheduler="local"`` or ``"tcp://host:port"`` to run on Dask distributed.
 
 The command modules are not imported here, so ``tokis.analysis.horizon`` is always the module
 (``from tokis.analysis.horizon import horizon`` for the function) and ``python -m`` runs them

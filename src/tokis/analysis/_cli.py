@@ -1,9 +1,11 @@
-"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth | gradient | coverage``.
+"""The ``tokis`` command: ``tokis horizon | divergence | mismatch | growth | gradient | coverage | train | sweep | diagnose``.
 
-Each subcommand wraps the Python function of the same name in :mod:`tokis.analysis`, prints
+Each subcommand wraps the Python function of its public module in :mod:`tokis.analysis`, prints
 markdown tables on stdout (the cell counts and timing on stderr), and with ``--out DIR``
 writes CSV (every column), LaTeX (the printed columns) and PNG plots. Bad options print one
-line ``tokis: error: ...`` and exit with status 2.
+line ``tokis: error: ...`` and exit with status 2; ``--out`` is checked before any computation.
+The first six are defined here; ``train``, ``sweep`` and ``diagnose`` in their own modules
+(:data:`PLUGINS`). Only argparse is imported at start-up: ``tokis --help`` answers at once.
 
 Values of snis and wpdis in the ``exact_*`` columns come from the delta method: their rows read
 ``method = asymptotic`` and a note under the table says so; where the delta method broke
