@@ -9,16 +9,26 @@ Usage::
 
 Every timing is the median of ``--repeats`` runs (default 7; the minimum is shown too) after
 one untimed warm-up call, so numba compilation is never inside a timing; compile times are
-measured separately by re-compiling the main kernels without the on-disk cache. Backends that
-are compared are run round-robin (one call each per round), so a burst of load from other
-processes hits all of them alike. GPU timings synchronise the device before the clock stops.
+measured separately by re-compiling the main kernels without the on-disk cache (and then
+loading them from it in a second process). Backends that are compared are run round-robin
+(one call each per round, each round starting one backend later), so a burst of load from
+other processes hits all of them alike. GPU timings synchronise the device before the clock stops.
 
 Sections: machine; memory-read bandwidth (numba parallel sum and numpy sum over as many bytes
 as the estimator input); sampling tokens per second (kernel only and the full
 ``tokis.envs.sample``); estimator elements per second (the per-row kernels on validated
 arrays, and the public functions end to end) with bytes per second as a fraction of the
-bandwidth; a peer's per-trajectory product of probabilities; exact-DP times (including the
-exact moments of seq and tok); the targets of DESIGN section 7 as ratios with pass/fail.
+bandwidth; "auto": what ``backend="auto"`` runs against numpy and numba on one thread and on
+every thread, at the small shapes where it used to lose (32768 x 2, 16384 x 4, 20000 x 256)
+and larger ones, and replications as an array axis (one call for R batches against R calls);
+a peer's per-trajectory product of probabilities; exact-DP times (including the exact moments
+of seq and tok); the targets of DESIGN section 7 as ratios with pass/fail.
+
+Everything runs in the environment a user gets by default: the runner sets no environment
+variable (no ``OMP_WAIT_POLICY``, no ``OPENBLAS_NUM_THREADS``; the machine section records
+what it found). Numba thread counts are chosen per call by tokis itself
+(:mod:`tokis._backends._chunks`); the "numba 1 thread" and "numba, all threads" rows force one
+or the other through its thresholds.
 """
 
 from __future__ import annotations
@@ -33,16 +43,7 @@ import subprocess
 import sys
 import time
 
-# Keep the OpenMP worker threads spinning between parallel calls (as MKL and most OpenMP
-# runtimes do for a while by default). Otherwise every numba call that follows a few ms of
-# numpy work pays the wake-up of a sleeping worker, which on a virtual machine can take
-# several ms; the machine section reports that latency separately. Must be set before numba
-# starts its thread pool; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "active")
-# numpy's BLAS (used by np.dot in the estimators' O(n) reductions) gets one thread: on a small
-# machine its thread pool otherwise fights numba's for the cores and adds ms to both backends.
-# Must be set before numpy is imported.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import contextlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -52,6 +53,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))  # run from a checkout witho
 import numba  # noqa: E402
 
 from tokis import estimators as est  # noqa: E402
+from tokis._backends import _chunks  # noqa: E402
 from tokis._backends import _numba_forms as nbf  # noqa: E402
 from tokis._backends import _numba_sample  # noqa: E402
 from tokis._backends._bandwidth import parallel_sum, read_bandwidth  # noqa: E402
@@ -68,19 +70,46 @@ ESTIMATORS = tuple(list_estimators())  # the one registry
 # token map compiled in; numpy and cupy run the form's array path.
 
 
+def _threads(batch):
+    """The threads a public call of this size runs its kernel on (tokis' own rule)."""
+    return _chunks.threads_for(batch.log_ratio.size, _chunks.ESTIMATOR_PARALLEL_MIN)
+
+
+def _args(func, params):
+    return tuple(float(params[p]) for p in est._forms.map_params(func))
+
+
+def _sum_pass(form, params):
+    def run(batch, be):
+        if be == "numba":
+            return nbf.token_sum(form.token, batch.log_ratio, batch.mask, batch.full, _args(form.token, params),
+                                 form.offset, form.per_length, batch.lengths, _threads(batch))
+        return form.weights(batch.xp, batch, params)
+    return run
+
+
+def _product_pass(form, params):
+    def run(batch, be):
+        if be == "numba":
+            return nbf.token_product(form.token, batch.log_ratio, batch.mask, batch.full,
+                                     _args(form.token, params), form.per_length, batch.lengths, _threads(batch))
+        return form.log_weights(batch.xp, batch, params)
+    return run
+
+
 def _pd_pass(batch, be):
     form = est.pdis.form
     if be == "numba":
-        return nbf.per_decision(nbf.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
-                                batch.rewards, ())
+        return nbf.per_decision(form.token, batch.log_ratio, batch.mask, batch.full, batch.rewards, (),
+                                _threads(batch))
     return _evaluate._per_decision_pieces(batch.xp, form.prefix_log_weights(batch.xp, batch, {}), batch.rewards)
 
 
 def _pd_columns_pass(batch, be):
     form = est.wpdis.form
     if be == "numba":
-        return nbf.per_decision_columns(nbf.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
-                                        batch.rewards, ())
+        return nbf.per_decision_columns(form.token, batch.log_ratio, batch.mask, batch.full, batch.rewards, (),
+                                        1, _threads(batch))
     prefix = form.prefix_log_weights(batch.xp, batch, {})
     m = prefix.max(axis=0)
     den = batch.xp.exp(prefix - m[None, :])
@@ -88,12 +117,10 @@ def _pd_columns_pass(batch, be):
 
 
 KERNEL_CASES = {
-    "seq (token product)": (lambda b, be: _evaluate._token_product(est.seq.form, b, {}, be), ("log_ratio",)),
-    "tok (token sum)": (lambda b, be: _evaluate._token_sum(est.tok.form, b, {}, be), ("log_ratio",)),
-    "clip_prod (token product, clipped)": (
-        lambda b, be: _evaluate._token_product(est.clip_prod.form, b, {"c": 2.0}, be), ("log_ratio",)),
-    "mask_tok (token sum, band)": (
-        lambda b, be: _evaluate._token_sum(est.mask_tok.form, b, {"lo": 0.5, "hi": 2.0}, be), ("log_ratio",)),
+    "seq (token product)": (_product_pass(est.seq.form, {}), ("log_ratio",)),
+    "tok (token sum)": (_sum_pass(est.tok.form, {}), ("log_ratio",)),
+    "clip_prod (token product, clipped)": (_product_pass(est.clip_prod.form, {"c": 2.0}), ("log_ratio",)),
+    "mask_tok (token sum, band)": (_sum_pass(est.mask_tok.form, {"lo": 0.5, "hi": 2.0}), ("log_ratio",)),
     "pdis (per-decision)": (_pd_pass, ("log_ratio", "rewards")),
     "wpdis (per-decision columns)": (_pd_columns_pass, ("log_ratio", "rewards")),
 }
@@ -119,6 +146,10 @@ def _sync_for(backend):
 def timed(fns: dict, repeats: int) -> dict:
     """Median seconds of each callable, measured round-robin after one warm-up call each.
 
+    Every round starts one callable later than the previous one, so no callable always runs
+    right after the same other one (the call after a numpy call, for instance, tends to pay
+    for the memory numpy just returned to the system).
+
     Parameters
     ----------
     fns : dict
@@ -133,14 +164,39 @@ def timed(fns: dict, repeats: int) -> dict:
     for f, sync in fns.values():
         f()
         sync()
+    names = list(fns)
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, (f, sync) in fns.items():
+    for k in range(repeats):
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            f, sync = fns[name]
             t0 = time.perf_counter()
             f()
             sync()
             times[name].append(time.perf_counter() - t0)
     return {k: {"median": statistics.median(v), "min": min(v), "times": v} for k, v in times.items()}
+
+
+@contextlib.contextmanager
+def _forced(name: str, value: int):
+    """Set a thread threshold of :mod:`tokis._backends._chunks` for the duration (0: every thread)."""
+    old = getattr(_chunks, name)
+    setattr(_chunks, name, value)
+    try:
+        yield
+    finally:
+        setattr(_chunks, name, old)
+
+
+def _with(name: str, value: int, f):
+    """``f`` run with a forced threshold (for a timed() entry)."""
+    def run():
+        with _forced(name, value):
+            return f()
+    return run
+
+
+ONE_THREAD = 1 << 62  # a threshold no call reaches
+ALL_THREADS = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,58 +271,64 @@ _COMPILE_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from tokis._backends import _numba_forms as nbf, _numba_prepare as nbp, _numba_sample as nbs
+from tokis._backends import _numba_forms as nbf, _numba_prepare as nbp, _numba_reduce as nbr, _numba_sample as nbs
 from tokis import estimators as est
 
 x = np.zeros((4, 8)); m = np.ones((4, 8), dtype=bool); e = np.empty(4); k = np.empty(4, dtype=np.int64)
 tok = np.empty((4, 8), dtype=np.int64)
-s = (np.ones((1, 2, 3)), np.ones(2), np.zeros((2, 3), dtype=np.int64), np.int64(-1), np.uint64(1), tok, tok.copy())
+keys = np.ones(1, dtype=np.uint64)
+s = (np.ones((1, 2, 3)), np.ones(2), np.zeros((2, 3), dtype=np.int64), np.int64(-1), keys, np.int64(4), tok, tok.copy())
 cases = [
     ("sampler (rows)", nbs._sample_rows, s + (0, 4)),
     ("sampler (parallel driver)", nbs._sample_par, s),
-    ("token product family, seq's map (driver)", lambda: nbf.token_product(
-        nbf.compile_map(est.seq.form.token), x, m, True, (), False, np.full(4, 8)), ()),
-    ("validation sweep (rows)", nbp._check_rows,
-     (x, m, True, x, True, k.copy(), e, k, np.empty(4, dtype=np.int8), np.empty(4, dtype=np.int8), 0, 4)),
+    ("token product family, seq's map (rows + driver)", lambda: nbf.token_product(
+        est.seq.form.token, x, m, True, (), False, np.full(4, 8)), ()),
+    ("validation sweep", nbp._scan_rows, (x, m, True, x, True, np.zeros(5, dtype=np.int64), 0, 4)),
+    ("reductions (mean of exp(b) h)", lambda: nbr.mean_batches(e + 1.0, 1, b=e * 0.0, log_weights=e * 0.0), ()),
 ]
 if sys.argv[1] == "0":
     pad = np.full((4, 8), -1, dtype=np.int64)
     cases += [
         ("sample() assembly (rows)", nbs._assemble_rows,
          (pad, pad.copy(), np.ones((1, 2, 3)), np.ones((1, 2, 3)), True, np.ones((2, 3)), np.ones(2),
-          np.zeros((2, 3), dtype=np.int64), False, np.uint64(1), m.copy(), x.copy(), x.copy(), x.copy(), x.copy(),
-          k.copy(), k.copy(), e.copy(), 0, 4)),
-        ("token sum family, tok's map (driver)", lambda: nbf.token_sum(
-            nbf.compile_map(est.tok.form.token), x, m, True, (), 1.0, False, np.full(4, 8)), ()),
-        ("per-decision family, pdis' map (driver)", lambda: nbf.per_decision(
-            nbf.compile_map(est.pdis.form.token), x, m, True, x, ()), ()),
+          np.zeros((2, 3), dtype=np.int64), False, keys, np.int64(4), m.copy(), x.copy(), x.copy(), x.copy(),
+          x.copy(), k.copy(), k.copy(), e.copy(), 0, 4)),
+        ("token sum family, tok's map (rows + driver)", lambda: nbf.token_sum(
+            est.tok.form.token, x, m, True, (), 1.0, False, np.full(4, 8)), ()),
+        ("per-decision family, pdis' map (rows + driver)", lambda: nbf.per_decision(
+            est.pdis.form.token, x, m, True, x, ()), ()),
     ]
 out = []
 for name, f, args in cases:
     t0 = time.perf_counter()
     f(*args)
     out.append({"kernel": name, "compile_s": time.perf_counter() - t0})
+# a second process finds them on disk: load times from numba's cache
 print(json.dumps(out))
 """
 
 
 def compile_times(quick: bool) -> list:
-    """First-call (compile) seconds of the main kernels, in a fresh process with an empty cache.
+    """First-call (compile) seconds of the main kernels in a fresh process with an empty cache,
+    then the same first calls in a second process that finds them in that cache (load seconds).
 
     A separate process keeps the compiler's memory churn out of this process's timings, and
     an empty ``NUMBA_CACHE_DIR`` makes every first call a real compilation.
     """
     import tempfile
 
+    runs = []
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        res = subprocess.run(
-            [sys.executable, "-c", _COMPILE_SCRIPT, "1" if quick else "0", os.path.join(HERE, "..", "src")],
-            env=env, capture_output=True, text=True, timeout=600,
-        )
-    if res.returncode != 0:
-        raise RuntimeError(f"compile-time probe failed:\n{res.stderr}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        for _ in range(2):
+            res = subprocess.run(
+                [sys.executable, "-c", _COMPILE_SCRIPT, "1" if quick else "0", os.path.join(HERE, "..", "src")],
+                env=env, capture_output=True, text=True, timeout=600,
+            )
+            if res.returncode != 0:
+                raise RuntimeError(f"compile-time probe failed:\n{res.stderr}")
+            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return [dict(first, cached_s=second["compile_s"]) for first, second in zip(*runs)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +372,8 @@ def sampling_bench(backends, quick: bool, repeats: int) -> list:
         if not case.get("skip_numpy"):
             fns["numpy"] = (lambda: _sample_numpy(mdp, cdf, n, 1), _sync_for("numpy"))
         fns["numba"] = (lambda: _numba_sample.sample_numba(mdp, cdf, n, 1), _sync_for("numba"))
+        fns["numba, all threads"] = (_with("SAMPLE_PARALLEL_MIN", ALL_THREADS,
+                                           lambda: _numba_sample.sample_numba(mdp, cdf, n, 1)), _sync_for("numba"))
         if "cupy" in backends:
             from tokis._backends._cupy_sample import sample_cupy_device
 
@@ -325,8 +389,11 @@ def sampling_bench(backends, quick: bool, repeats: int) -> list:
         if case is cases[0] or case.get("eos") is not None:
             # the whole public call: tables, then tokens, log-probs, rewards, lengths (numba: one
             # fused parallel pass; numpy: the token sampler, then _assemble's gathers)
-            whole = timed({b: (lambda b=b: sample(mdp, mu, n, target=pi, seed=1, backend=b), _sync_for(b))
-                           for b in ("numpy", "numba")}, repeats)
+            whole = {b: (lambda b=b: sample(mdp, mu, n, target=pi, seed=1, backend=b), _sync_for(b))
+                     for b in ("numpy", "auto")}
+            whole["numba, all threads"] = (_with("SAMPLE_PARALLEL_MIN", ALL_THREADS, lambda: sample(
+                mdp, mu, n, target=pi, seed=1, backend="numba")), _sync_for("numba"))
+            whole = timed(whole, repeats)
             for b, r in whole.items():
                 rows.append({"case": label, "level": "sample()", "backend": b, "n": n, "T": T, "V": V, "S": S,
                              "tokens": tokens, "seconds": r["median"], "min_seconds": r["min"],
@@ -402,6 +469,8 @@ def estimator_bench(backends, quick: bool, repeats: int):
         out = {b: read_bandwidth(nbytes, repeats=max(repeats, 7), backend=b) for b in which}
         bw_rows.append({"n": n, "T": T, "bytes": nbytes, "numpy_GBps": float("nan"),
                         **{f"{k}_GBps": v / 1e9 for k, v in out.items()}})
+        # the CPU yardstick: the better of the parallel numba sum and numpy's one-thread sum
+        out["numba"] = max(out["numba"], out.get("numpy", 0.0))
         return out
 
     def kernel_level(data, bw, which):
@@ -454,6 +523,70 @@ def estimator_bench(backends, quick: bool, repeats: int):
         data = _estimator_inputs(rng, n, T)
         kernel_level(data, bandwidths(data["log_ratio"].nbytes, ["numba", "cupy"]), ["numba", "cupy"])
     return kernel_rows, call_rows, peer_rows, bw_rows, public
+
+
+# ---------------------------------------------------------------------------------------------
+# auto: what backend="auto" runs, against numpy and numba on one thread / every thread
+# ---------------------------------------------------------------------------------------------
+
+AUTO_SHAPES = [(32768, 2), (16384, 4), (20000, 256), (4096, 256), (8192, 512), (16384, 512), (32768, 512)]
+AUTO_SHAPES_QUICK = [(32768, 2), (16384, 4), (20000, 256), (8192, 512)]
+
+
+def auto_bench(quick: bool, repeats: int) -> dict:
+    """Public seq and tok calls: auto vs numpy vs numba (1 thread, every thread), per shape.
+
+    Inputs as ``_estimator_inputs`` (a mask with ~10 % padded tails) with terminal rewards (n,).
+    Also replications as an array axis: one call on (R, n, T) against R calls on (n, T), for the
+    estimators and for ``sample(seed=[...])`` against R ``sample`` calls.
+    """
+    rng = np.random.default_rng(7)
+    rows = []
+    # the yardstick: memory (not cache) read bandwidth over 128 MiB, the better of a parallel
+    # numba sum and numpy's one-thread sum (a parallel sum pays any worker wake-up too)
+    bw = max(read_bandwidth(1 << 27, repeats=max(repeats, 7), backend=b) for b in ("numba", "numpy"))
+    for n, T in (AUTO_SHAPES_QUICK if quick else AUTO_SHAPES):
+        data = _estimator_inputs(rng, n, T)
+        lr, g, mask = data["log_ratio"], data["returns"], data["mask"]
+        nbytes = _nbytes(data, ("log_ratio", "returns", "mask"))
+        for name in ("seq", "tok"):
+            f = getattr(est, name)
+            fns = {
+                "numpy": (lambda f=f: f(lr, g, mask=mask, backend="numpy"), _sync_for("numpy")),
+                "auto": (lambda f=f: f(lr, g, mask=mask), _sync_for("numba")),
+                "numba, 1 thread": (_with("ESTIMATOR_PARALLEL_MIN", ONE_THREAD,
+                                          lambda f=f: f(lr, g, mask=mask, backend="numba")), _sync_for("numba")),
+                "numba, all threads": (_with("ESTIMATOR_PARALLEL_MIN", ALL_THREADS,
+                                             lambda f=f: f(lr, g, mask=mask, backend="numba")), _sync_for("numba")),
+            }
+            reps = repeats if n * T <= (1 << 22) else max(5, repeats // 2)
+            res = timed(fns, 3 * reps if n * T <= (1 << 17) else reps)
+            for b, r in res.items():
+                rows.append({"estimator": name, "n": n, "T": T, "backend": b, "seconds": r["median"],
+                             "min_seconds": r["min"], "vs_numpy": res["numpy"]["median"] / r["median"],
+                             "bandwidth_fraction": nbytes / r["median"] / bw})
+    # replications: one call over (R, n, T) against R calls
+    R, n, T = (32, 1024, 64) if quick else (64, 2048, 64)
+    data = _estimator_inputs(rng, R * n, T)
+    lr, g, mask = (data["log_ratio"].reshape(R, n, T), data["returns"].reshape(R, n), data["mask"].reshape(R, n, T))
+    reps = []
+    for name in ("seq", "tok", "snis"):
+        f = getattr(est, name)
+        res = timed({"one call (R, n, T)": (lambda f=f: f(lr, g, mask=mask), _sync_for("numba")),
+                     "R calls (n, T)": (lambda f=f: [f(lr[r], g[r], mask=mask[r]) for r in range(R)],
+                                        _sync_for("numba"))}, repeats)
+        for how, r in res.items():
+            reps.append({"what": f"{name} (auto)", "R": R, "n": n, "T": T, "how": how, "seconds": r["median"],
+                         "min_seconds": r["min"]})
+    mdp, pi, mu = _random_problem(rng, 64, 64, T)
+    seeds = list(range(100, 100 + R))
+    res = timed({"one call (R, n, T)": (lambda: sample(mdp, mu, n, target=pi, seed=seeds), _sync_for("numba")),
+                 "R calls (n, T)": (lambda: [sample(mdp, mu, n, target=pi, seed=s) for s in seeds],
+                                    _sync_for("numba"))}, max(3, repeats // 2))
+    for how, r in res.items():
+        reps.append({"what": "sample() (auto)", "R": R, "n": n, "T": T, "how": how, "seconds": r["median"],
+                     "min_seconds": r["min"]})
+    return {"calls": rows, "replications": reps, "memory_bandwidth_GBps": bw / 1e9}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +657,7 @@ def _pick(rows, **where):
     return None
 
 
-def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, public) -> list:
+def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, public, auto=None) -> list:
     out = []
 
     def add(name, value, goal, note):
@@ -537,8 +670,8 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
     add(f"numba sampling / numpy sampling ({first})", s_np["seconds"] / s_nb["seconds"], 10.0,
         "token kernels, same tokens")
     a = _pick(sampling, case=first, level="sample()", backend="numpy")
-    b = _pick(sampling, case=first, level="sample()", backend="numba")
-    add(f"numba sample() / numpy sample(), end to end ({first})", a["seconds"] / b["seconds"], 10.0,
+    b = _pick(sampling, case=first, level="sample()", backend="auto")
+    add(f"auto sample() / numpy sample(), end to end ({first})", a["seconds"] / b["seconds"], 10.0,
         "every Rollouts field, bit for bit the same")
     n, T = max(((r["n"], r["T"]) for r in call_rows or kernel_rows if r["backend"] == "numpy"),
                key=lambda s: s[0] * s[1])
@@ -546,7 +679,7 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
         a = _pick(kernel_rows, case=case, backend="numpy", n=n, T=T)
         b = _pick(kernel_rows, case=case, backend="numba", n=n, T=T)
         add(f"numba {label} / numpy {label}, kernel (n={n}, T={T})", a["seconds"] / b["seconds"], 5.0,
-            "the (n, T) pass on validated arrays")
+            "the (n, T) pass on validated arrays, on the threads tokis picks for this size")
         if "numba" in public:
             for form in ("per-step", "terminal"):
                 a = _pick(call_rows, estimator=label, backend="numpy", n=n, T=T, rewards=form)
@@ -574,6 +707,10 @@ def targets(sampling, kernel_rows, call_rows, peer_rows, bw_rows, exact_rows, pu
                 key=lambda r: r["n"] * r["T"])
         add(f"cupy seq kernel bytes/s / GPU read bandwidth (n={c['n']}, T={c['T']})", c["bandwidth_fraction"], 0.5,
             "at least half of a plain cupy sum over the same bytes")
+    for r in (auto or {}).get("calls", []):
+        if r["backend"] == "auto":
+            add(f"auto {r['estimator']} / numpy {r['estimator']}, public call ({r['n']}x{r['T']})", r["vs_numpy"],
+                1.0, "auto is never slower than numpy (DESIGN section 7)")
     big = _pick(exact_rows, function="value", T=1024, S=4096, V=64)
     if big is not None:
         add("exact DP value() at T=1024, S=4096, V=64: 1 s / time", 1.0 / big["seconds"], 1.0, "under a second")
@@ -612,8 +749,9 @@ def report(res):
           f"GPU: {m['gpu'] or 'none'}")
     print(f"A tiny parallel numba call after 20 ms idle takes {m['parallel_call_after_idle_s'] * 1e6:.0f} us "
           "(thread wake-up latency).")
-    print_table("Numba compile time (excluded from every timing)", ["kernel", "compile"],
-                [[r["kernel"], f"{r['compile_s']:.2f} s"] for r in res["compile"]])
+    print_table("Numba compile time (excluded from every timing), and the load from numba's disk cache",
+                ["kernel", "compile (empty cache)", "next process (cached)"],
+                [[r["kernel"], f"{r['compile_s']:.2f} s", f"{r['cached_s']:.3f} s"] for r in res["compile"]])
     gb = lambda r, k: f"{r[k]:.1f} GB/s" if r.get(k, math.nan) == r.get(k, math.nan) else "-"  # noqa: E731
     print_table("Memory-read bandwidth (a plain sum over as many bytes as one (n, T) float64 array)",
                 ["n x T", "bytes", "numba", "numpy"] + (["cupy"] if "cupy_GBps" in res["bandwidth"][0] else []),
@@ -630,6 +768,15 @@ def report(res):
                 ["estimator", "rewards", "n x T", "backend", "median (min) time", "elements/s", "of bandwidth"],
                 [[r["estimator"], r["rewards"], f"{r['n']}x{r['T']}", r["backend"], _ms(r),
                   _fmt(r["elements_per_s"]), f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["calls"]])
+    print(f"\nMemory read bandwidth for the auto table: {res['auto']['memory_bandwidth_GBps']:.1f} GB/s "
+          "(the better of a parallel numba sum and numpy's sum over 128 MiB)")
+    print_table("auto against numpy and numba on one thread / every thread (public calls, terminal rewards)",
+                ["estimator", "n x T", "backend", "median (min) time", "numpy / this", "of bandwidth"],
+                [[r["estimator"], f"{r['n']}x{r['T']}", r["backend"], _ms(r), f"{r['vs_numpy']:.2f}x",
+                  f"{100 * r['bandwidth_fraction']:.0f}%"] for r in res["auto"]["calls"]])
+    print_table("Replications as an array axis: one call for R batches against R calls",
+                ["what", "R x n x T", "how", "median (min) time"],
+                [[r["what"], f"{r['R']}x{r['n']}x{r['T']}", r["how"], _ms(r)] for r in res["auto"]["replications"]])
     print_table("Peer: per-trajectory np.prod(pi/mu) * G in a Python loop",
                 ["n x T", "median (min) time", "elements/s"],
                 [[f"{r['n']}x{r['T']}", _ms(r), _fmt(r["elements_per_s"])] for r in res["peer"]])
@@ -661,10 +808,11 @@ def main(argv=None) -> int:
     res["sampling"] = sampling_bench(backends, args.quick, args.repeats)
     kernels, calls, peer, bw, public = estimator_bench(backends, args.quick, args.repeats)
     res.update(kernels=kernels, calls=calls, peer=peer, bandwidth=bw, public_backends=public)
+    res["auto"] = auto_bench(args.quick, args.repeats)
     res["exact"] = exact_bench(args.quick, args.repeats)
     res["gradients"] = gradient_bench(args.quick, args.repeats)
     res["compile"] = compile_times(args.quick)  # last: a subprocess, after every timing
-    res["targets"] = targets(res["sampling"], kernels, calls, peer, bw, res["exact"], public)
+    res["targets"] = targets(res["sampling"], kernels, calls, peer, bw, res["exact"], public, res["auto"])
     res["wall_s"] = time.perf_counter() - t0
     report(res)
     print(f"\n(total {res['wall_s']:.0f} s)")

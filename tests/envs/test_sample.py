@@ -162,3 +162,71 @@ def test_sample_errors(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         sample(args.pop("mdp"), args.pop("behavior"), args.pop("n"), **args)
+
+
+# --------------------------------------------------------------------------- replications
+
+
+def _same_rollouts(a, b, where):
+    import dataclasses
+
+    for f in dataclasses.fields(b):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert (x is None) == (y is None), (where, f.name)
+        if y is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape, (where, f.name)
+            np.testing.assert_array_equal(x, y, err_msg=f"{where}.{f.name}")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("case", list(random_cases(21, 6)), ids=lambda c: c[3])
+def test_a_sequence_of_seeds_is_every_seed_alone(case, backend):
+    mdp, pi, mu, _ = case
+    seeds = [3, 2**64 - 1, 0, 3]
+    r = sample(mdp, mu, 37, target=pi, seed=seeds, backend=backend)
+    assert r.batch_shape == (4,) and r.n == 37 and r.horizon == mdp.horizon
+    assert r.tokens.shape == (4, 37, mdp.horizon) and r.returns.shape == r.lengths.shape == (4, 37)
+    for k, s in enumerate(seeds):
+        _same_rollouts(r[k], sample(mdp, mu, 37, target=pi, seed=s, backend=backend), f"seed[{k}]")
+    np.testing.assert_array_equal(r.tokens[0], r.tokens[3])  # same seed, same batch
+    # numpy seeds and 1-d arrays work the same; one seed in a list keeps the axis
+    _same_rollouts(sample(mdp, mu, 37, target=pi, seed=np.array(seeds, dtype=np.uint64), backend=backend), r,
+                   "array of seeds")
+    assert sample(mdp, mu, 5, seed=[7], backend=backend).tokens.shape == (1, 5, mdp.horizon)
+
+
+def test_replications_on_every_thread_equal_the_serial_draws(rng, monkeypatch):
+    from tokis._backends import _chunks
+
+    mdp = random_mdp(rng, S=4, V=5, T=9, eos=True, step_reward=True, multi_start=True)
+    mdp = TokenMDP(mdp.next_context, horizon=9, terminal_reward=rng.uniform(size=4), step_reward=mdp.step_reward,
+                   start=mdp.start, eos=mdp.eos, reward_noise="bernoulli")
+    pi, mu = random_policy_pair(rng, mdp, time_dependent=True)
+    seeds = [11, 12, 13]
+    monkeypatch.setattr(_chunks, "SAMPLE_PARALLEL_MIN", 0)  # the parallel pass, 256-row work items
+    par = sample(mdp, mu, 700, target=pi, seed=seeds, backend="numba")
+    monkeypatch.setattr(_chunks, "SAMPLE_PARALLEL_MIN", 1 << 62)
+    for k, s in enumerate(seeds):
+        _same_rollouts(par[k], sample(mdp, mu, 700, target=pi, seed=s, backend="numpy"), f"seed[{k}]")
+
+
+@pytest.mark.parametrize(
+    "seed, exc, match",
+    [
+        ([], ValueError, "non-empty sequence"),
+        ([1, -1], ValueError, r"seed\[1\]: seed must be in \[0, 2\*\*64\)"),
+        ([1, 2.5], TypeError, r"seed\[1\]: seed must be an integer"),
+        ((0, 2**64), ValueError, r"seed\[1\]"),
+    ],
+)
+def test_bad_seed_sequences_name_the_entry(seed, exc, match):
+    mdp = TokenMDP(np.array([[0, 1], [1, 0]]), horizon=2)
+    with pytest.raises(exc, match=match):
+        sample(mdp, Policy(np.zeros((2, 2))), 3, seed=seed)
+
+
+def test_one_seed_has_no_replication_axis(rng):
+    r = sample(random_mdp(rng), Policy(np.zeros((3, 3))), 4, seed=1)
+    assert r.batch_shape == ()
+    with pytest.raises(TypeError, match="one seed"):
+        r[0]

@@ -122,3 +122,18 @@ def test_errors():
         objectives.gradient("tok", ro, pi, backend="gpu")
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         objectives.gradient("tok", ro, pi, eps=0.2)
+
+
+@pytest.mark.parametrize("objective, params", [("tok", {}), ("ppo_clip", {"aggregation": "token_mean"}),
+                                               ("gspo", {"normalize_std": True})])
+def test_rollouts_of_several_seeds_give_one_gradient_each(objective, params):
+    mdp, pi, mu = _problem()
+    seeds = [5, 6, 7]
+    ro = sample(mdp, mu, 200, target=pi, seed=seeds)
+    g = objectives.gradient(objective, ro, pi, **params)
+    assert g.shape == (3,) + pi.logits.shape
+    for r, s in enumerate(seeds):
+        np.testing.assert_array_equal(g[r], objectives.gradient(objective, sample(mdp, mu, 200, target=pi, seed=s), pi,
+                                                                **params))
+    with pytest.raises(ValueError, match=r"advantages must have shape \(3, 200, 5\)"):
+        objectives.gradient("tok", ro, pi, advantage="critic", advantages=np.zeros((200, 5)))

@@ -3,21 +3,32 @@ r"""numba kernels of the estimator forms: one kernel per form family, the token 
 An estimator is declared once as a *form* (``tokis.estimators.TokenSum``, ``TokenProduct``,
 ``PerDecision``) whose ``token`` is a plain Python function of the log-ratio written with
 numpy ufuncs. :func:`compile_map` turns that function into a numba scalar function (the same
-source, with ``np.where``/``np.clip`` given scalar meanings), and each family kernel below takes
-the compiled map as its first argument, so numba specialises the family kernel once per map:
-the map is inlined into the row loop, not called through a table. Parameters reach the map as
-a tuple of floats, in the order of its signature.
+source, with ``np.where``/``np.clip`` given scalar meanings), and each family kernel below is
+specialised once per map: the map is inlined into the row loop, not called through a table.
+Parameters reach the map as a tuple of floats, in the order of its signature.
 
-The family kernels are not cached on disk: their type signature holds the token map's dispatcher,
-which a cache entry written by another process cannot refer to, so each process compiles the
-families it uses (about 0.3-0.6 s per family and map). Every kernel walks rows in chunks (:mod:`._chunks`, the one chunking driver); a row's result never depends on the chunking or the thread count.
-Kernels trust their inputs: ``log_ratio`` (n, T) float64 with padding zeroed, ``mask`` (n, T)
-bool, ``full`` true when every position is real (the mask is then not read).
+Each family is written once below as plain Python functions that call the global name ``MAP``
+(and the drivers ``ROWS``); :func:`family` re-creates them over the same code with ``MAP`` bound
+to a compiled token map and ``numba.njit``-s them, once per (family, map) per process. The map is
+then a compile-time constant of the kernel: it is inlined, and a call from Python dispatches on
+plain arrays (about 1 us; a map passed as an argument costs about 8 us of typing per call).
+A map that can be imported by name (every built-in's) gets its family kernels from a small
+generated module instead, whose functions numba caches on disk (:mod:`._kernel_cache`), so a
+new process loads them rather than compiling them again; other maps (lambdas, closures) are
+compiled in memory once per process. The map-free kernels (validation, reductions, sampling)
+are cached as usual.
+
+Kernels walk rows in chunks (:mod:`._chunks`, the one chunking driver); a row's result never
+depends on the chunking or the thread count. Rows may hold several batches back to back
+(``R * n`` rows): every kernel here is per row. Kernels trust their inputs: ``log_ratio``
+(rows, T) float64 with padding zeroed, ``mask`` (rows, T) bool, ``full`` true when every
+position is real (the mask is then not read).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import types
 
 import numba
@@ -26,12 +37,15 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from .._core._xp import rebind_numpy
-from ._chunks import bounds, chunk_count
+from . import _chunks, _numba_math
+from ._chunks import bounds, chunks_for
+from ._kernel_cache import cached_family
 from ._numba_math import exp as fast_exp
 from ._numba_math import expm1 as fast_expm1
 
 __all__ = [
     "compile_map",
+    "family",
     "count_tokens",
     "per_decision",
     "per_decision_columns",
@@ -93,192 +107,281 @@ def compile_map(func):
 
 
 # --------------------------------------------------------------------------- family kernels
+# Templates: ``MAP`` is the compiled token map, ``ROWS`` the family's row function; both are bound
+# by :func:`family`. Never called as they are.
 
 # reassociation lets LLVM keep several vector accumulators; no "nnan"/"ninf": -inf is data
 _FM = {"reassoc", "contract"}
 
 
-@numba.njit(fastmath=_FM)
-def _token_sum_rows(x, lr, mask, full, params, offset, per_length, lengths, out, lo, hi):  # pragma: no cover
-    T = lr.shape[1]
-    for i in range(lo, hi):
+#: Up to this many columns a row is too short for the map to vectorise along it: the sum kernels
+#: then map blocks of ``_BLOCK`` rows as one contiguous run of entries (vectorised), and sum each
+#: row from that buffer. Each row's terms are added in the order t = 0, 1, ...; the choice
+#: depends only on T, never on the batch or the chunking.
+_SMALL_T = 3
+_BLOCK = 256
+
+
+def _mapped_block(lr, mask, full, params, buf):  # pragma: no cover - template
+    """``buf[j] = MAP(l) (0 where masked)`` for the entries of the rows of ``lr``, in memory order."""
+    x = lr.ravel()
+    if full:
+        for j in range(x.shape[0]):
+            buf[j] = MAP(x[j], *params)  # noqa: F821 - bound by family()
+    else:
+        mk = mask.ravel()
+        for j in range(x.shape[0]):
+            v = MAP(x[j], *params)  # noqa: F821
+            buf[j] = v if mk[j] else 0.0
+
+
+# Row functions work on views of their rows ``lo..hi-1`` indexed from 0: a loop index that is
+# provably non-negative needs no wraparound check, and the loops vectorise.
+
+
+def _token_sum_rows(lr, mask, full, params, offset, per_length, lengths, out, lo, hi):  # pragma: no cover
+    x, mk, L, o = lr[lo:hi], mask[lo:hi], lengths[lo:hi], out[lo:hi]
+    rows, T = x.shape
+    if T <= _SMALL_T:
+        buf = np.empty(_BLOCK * T)
+        for i0 in range(0, rows, _BLOCK):
+            i1 = min(rows, i0 + _BLOCK)
+            MAPPED(x[i0:i1], mk[i0:i1], full, params, buf)  # noqa: F821
+            for i in range(i1 - i0):
+                s = 0.0
+                for t in range(T):
+                    s += buf[i * T + t]
+                s += offset
+                if per_length:
+                    k = L[i0 + i]
+                    s = s / k if k > 0 else 1.0
+                o[i0 + i] = s
+        return
+    for i in range(rows):
         s = 0.0
-        k = lengths[i]
         if full:
             for t in range(T):
-                s += x(lr[i, t], *params)
+                s += MAP(x[i, t], *params)  # noqa: F821
         else:
             for t in range(T):
-                v = x(lr[i, t], *params)
-                s += v if mask[i, t] else 0.0
+                v = MAP(x[i, t], *params)  # noqa: F821
+                s += v if mk[i, t] else 0.0
         s += offset
         if per_length:
+            k = L[i]
             s = s / k if k > 0 else 1.0
-        out[i] = s
+        o[i] = s
 
 
-@numba.njit(parallel=True)
-def _token_sum(x, lr, mask, full, params, offset, per_length, lengths, out, nch):  # pragma: no cover - compiled
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, lr.shape[0])
-            _token_sum_rows(x, lr, mask, full, params, offset, per_length, lengths, out, lo, hi)
-    else:
-        _token_sum_rows(x, lr, mask, full, params, offset, per_length, lengths, out, 0, lr.shape[0])
-
-
-def token_sum(x, log_ratio, mask, full, params, offset, per_length, lengths):
-    """``(offset + sum_t x(l_t)) [/ L]`` per row (n,) (1 for an empty row when ``per_length``).
-
-    ``full``: read every position (every token is real, or the map is 0 at the zeroed padding).
-    """
-    out = np.empty(log_ratio.shape[0])
-    _token_sum(x, log_ratio, mask, full, params, float(offset), bool(per_length), lengths, out,
-               chunk_count(*log_ratio.shape))
-    return out
-
-
-@numba.njit(fastmath=_FM)
-def _token_product_rows(y, lr, mask, full, params, per_length, lengths, out, lo, hi):  # pragma: no cover
-    T = lr.shape[1]
-    for i in range(lo, hi):
+def _token_product_rows(lr, mask, full, params, per_length, lengths, out, lo, hi):  # pragma: no cover
+    x, mk, L, o = lr[lo:hi], mask[lo:hi], lengths[lo:hi], out[lo:hi]
+    rows, T = x.shape
+    if T <= _SMALL_T:
+        buf = np.empty(_BLOCK * T)
+        for i0 in range(0, rows, _BLOCK):
+            i1 = min(rows, i0 + _BLOCK)
+            MAPPED(x[i0:i1], mk[i0:i1], full, params, buf)  # noqa: F821
+            for i in range(i1 - i0):
+                s = 0.0
+                for t in range(T):
+                    s += buf[i * T + t]
+                if per_length:
+                    k = L[i0 + i]
+                    s = s / k if k > 0 else 0.0
+                o[i0 + i] = s
+        return
+    for i in range(rows):
         s = 0.0
-        k = lengths[i]
         if full:
             for t in range(T):
-                s += y(lr[i, t], *params)
+                s += MAP(x[i, t], *params)  # noqa: F821
         else:
             for t in range(T):
-                v = y(lr[i, t], *params)
-                s += v if mask[i, t] else 0.0
+                v = MAP(x[i, t], *params)  # noqa: F821
+                s += v if mk[i, t] else 0.0
         if per_length:
+            k = L[i]
             s = s / k if k > 0 else 0.0
-        out[i] = s
+        o[i] = s
 
 
-@numba.njit(parallel=True)
-def _token_product(y, lr, mask, full, params, per_length, lengths, out, nch):  # pragma: no cover - compiled
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, lr.shape[0])
-            _token_product_rows(y, lr, mask, full, params, per_length, lengths, out, lo, hi)
-    else:
-        _token_product_rows(y, lr, mask, full, params, per_length, lengths, out, 0, lr.shape[0])
-
-
-def token_product(y, log_ratio, mask, full, params, per_length, lengths):
-    """Log-weight ``sum_t y(l_t) [/ L]`` per row (n,) (0 for an empty row when ``per_length``).
-
-    ``full``: read every position (every token is real, or the map is 0 at the zeroed padding).
-    """
-    out = np.empty(log_ratio.shape[0])
-    _token_product(y, log_ratio, mask, full, params, bool(per_length), lengths, out, chunk_count(*log_ratio.shape))
-    return out
-
-
-@numba.njit
-def _per_decision_rows(y, lr, mask, full, rew, params, b, h, lw, lo, hi):  # pragma: no cover - compiled
+def _per_decision_rows(lr, mask, full, rew, params, b, h, lw, lo, hi):  # pragma: no cover
     # f_i = sum_t exp(P_t) rew_t = exp(b_i) h_i, P_t the prefix sum of y, b_i its max over rewarded steps
-    T = lr.shape[1]
-    for i in range(lo, hi):
+    x, mk, rw, bo, ho, lwo = lr[lo:hi], mask[lo:hi], rew[lo:hi], b[lo:hi], h[lo:hi], lw[lo:hi]
+    rows, T = x.shape
+    for i in range(rows):
         acc = 0.0
         top = -np.inf
         for t in range(T):
-            if full or mask[i, t]:
-                acc += y(lr[i, t], *params)
-            if rew[i, t] != 0.0 and acc > top:
+            if full or mk[i, t]:
+                acc += MAP(x[i, t], *params)  # noqa: F821
+            if rw[i, t] != 0.0 and acc > top:
                 top = acc
-        lw[i] = acc
+        lwo[i] = acc
         if top == -np.inf:
             top = 0.0
         acc = 0.0
         s = 0.0
         for t in range(T):
-            if full or mask[i, t]:
-                acc += y(lr[i, t], *params)
-            r = rew[i, t]
+            if full or mk[i, t]:
+                acc += MAP(x[i, t], *params)  # noqa: F821
+            r = rw[i, t]
             if r != 0.0:
                 s += fast_exp(acc - top) * r
-        b[i] = top
-        h[i] = s
+        bo[i] = top
+        ho[i] = s
 
 
-@numba.njit(parallel=True)
-def _per_decision(y, lr, mask, full, rew, params, b, h, lw, nch):  # pragma: no cover - compiled
+def _prefix_rows(lr, mask, full, params, out, lo, hi):  # pragma: no cover
+    x, mk, o = lr[lo:hi], mask[lo:hi], out[lo:hi]
+    rows, T = x.shape
+    for i in range(rows):
+        acc = 0.0
+        for t in range(T):
+            if full or mk[i, t]:
+                acc += MAP(x[i, t], *params)  # noqa: F821
+            o[i, t] = acc
+
+
+def _count_rows(lr, mask, full, params, out, lo, hi):  # pragma: no cover
+    x, mk, o = lr[lo:hi], mask[lo:hi], out[lo:hi]
+    rows, T = x.shape
+    for i in range(rows):
+        k = 0
+        for t in range(T):
+            if (full or mk[i, t]) and MAP(x[i, t], *params):  # noqa: F821
+                k += 1
+        o[i] = k
+
+
+# parallel drivers: the family's row function ``ROWS`` over ``nch`` chunks (1: no parallel region)
+
+
+def _token_sum_drive(lr, mask, full, params, offset, per_length, lengths, out, nch):  # pragma: no cover
     if nch > 1:
         for ch in numba.prange(nch):
             lo, hi = bounds(ch, nch, lr.shape[0])
-            _per_decision_rows(y, lr, mask, full, rew, params, b, h, lw, lo, hi)
+            ROWS(lr, mask, full, params, offset, per_length, lengths, out, lo, hi)  # noqa: F821
     else:
-        _per_decision_rows(y, lr, mask, full, rew, params, b, h, lw, 0, lr.shape[0])
+        ROWS(lr, mask, full, params, offset, per_length, lengths, out, 0, lr.shape[0])  # noqa: F821
 
 
-def per_decision(y, log_ratio, mask, full, rewards, params):
-    """``f_i = sum_t exp(sum_{s<=t} y(l_s)) rew_t`` as ``exp(b_i) h_i``, and the full log-weights (n,)."""
+def _token_product_drive(lr, mask, full, params, per_length, lengths, out, nch):  # pragma: no cover
+    if nch > 1:
+        for ch in numba.prange(nch):
+            lo, hi = bounds(ch, nch, lr.shape[0])
+            ROWS(lr, mask, full, params, per_length, lengths, out, lo, hi)  # noqa: F821
+    else:
+        ROWS(lr, mask, full, params, per_length, lengths, out, 0, lr.shape[0])  # noqa: F821
+
+
+def _per_decision_drive(lr, mask, full, rew, params, b, h, lw, nch):  # pragma: no cover
+    if nch > 1:
+        for ch in numba.prange(nch):
+            lo, hi = bounds(ch, nch, lr.shape[0])
+            ROWS(lr, mask, full, rew, params, b, h, lw, lo, hi)  # noqa: F821
+    else:
+        ROWS(lr, mask, full, rew, params, b, h, lw, 0, lr.shape[0])  # noqa: F821
+
+
+def _out_drive(lr, mask, full, params, out, nch):  # pragma: no cover - prefix and count
+    if nch > 1:
+        for ch in numba.prange(nch):
+            lo, hi = bounds(ch, nch, lr.shape[0])
+            ROWS(lr, mask, full, params, out, lo, hi)  # noqa: F821
+    else:
+        ROWS(lr, mask, full, params, out, 0, lr.shape[0])  # noqa: F821
+
+
+_TEMPLATES = {
+    "token_sum": (_token_sum_rows, _token_sum_drive, _FM),
+    "token_product": (_token_product_rows, _token_product_drive, _FM),
+    "per_decision": (_per_decision_rows, _per_decision_drive, None),
+    "prefix": (_prefix_rows, _out_drive, None),
+    "count": (_count_rows, _out_drive, None),
+}
+
+
+def _bind(template, names: dict):
+    glb = dict(template.__globals__)
+    glb.update(names)
+    return types.FunctionType(template.__code__, glb, template.__name__, template.__defaults__,
+                              template.__closure__)
+
+
+@functools.lru_cache(maxsize=None)
+def family(kind: str, func):
+    """The compiled parallel driver of family ``kind`` with the token map ``func`` inlined.
+
+    ``kind`` is one of ``"token_sum"``, ``"token_product"``, ``"per_decision"``, ``"prefix"``,
+    ``"count"``; the driver takes the row function's arguments (without ``lo, hi``) and the
+    chunk count ``nch`` (1: no parallel region).
+    """
+    template, drive, fastmath = _TEMPLATES[kind]
+    cached = cached_family(kind, func, template, drive, _mapped_block, fastmath,
+                           depends=(sys.modules[__name__], _numba_math, _chunks))
+    if cached is not None:  # a module-level map: the kernels come from numba's disk cache
+        return cached
+    opts = {"fastmath": fastmath} if fastmath else {}
+    compiled = compile_map(func)
+    mapped = numba.njit(fastmath=_FM)(_bind(_mapped_block, {"MAP": compiled}))
+    rows = numba.njit(**opts)(_bind(template, {"MAP": compiled, "MAPPED": mapped}))
+    return numba.njit(parallel=True)(_bind(drive, {"ROWS": rows}))
+
+
+def token_sum(func, log_ratio, mask, full, params, offset, per_length, lengths, threads=1):
+    """``(offset + sum_t x(l_t)) [/ L]`` per row (rows,) (1 for an empty row when ``per_length``).
+
+    ``func`` is the token map ``x`` (its Python function); ``full``: read every position (every
+    token is real, or the map is 0 at the zeroed padding); ``threads``: 1 runs on the calling thread.
+    """
+    out = np.empty(log_ratio.shape[0])
+    family("token_sum", func)(log_ratio, mask, full, params, float(offset), bool(per_length), lengths, out,
+                              chunks_for(log_ratio.shape[0], threads))
+    return out
+
+
+def token_product(func, log_ratio, mask, full, params, per_length, lengths, threads=1):
+    """Log-weight ``sum_t y(l_t) [/ L]`` per row (rows,) (0 for an empty row when ``per_length``)."""
+    out = np.empty(log_ratio.shape[0])
+    family("token_product", func)(log_ratio, mask, full, params, bool(per_length), lengths, out,
+                                  chunks_for(log_ratio.shape[0], threads))
+    return out
+
+
+def per_decision(func, log_ratio, mask, full, rewards, params, threads=1):
+    """``f_i = sum_t exp(sum_{s<=t} y(l_s)) rew_t`` as ``exp(b_i) h_i``, and the full log-weights (rows,)."""
     n = log_ratio.shape[0]
     b, h, lw = np.empty(n), np.empty(n), np.empty(n)
-    _per_decision(y, log_ratio, mask, full, rewards, params, b, h, lw, chunk_count(*log_ratio.shape))
+    family("per_decision", func)(log_ratio, mask, full, rewards, params, b, h, lw, chunks_for(n, threads))
     return b, h, lw
 
 
-@numba.njit
-def _prefix_rows(y, lr, mask, full, params, out, lo, hi):  # pragma: no cover - compiled
-    T = lr.shape[1]
-    for i in range(lo, hi):
-        acc = 0.0
-        for t in range(T):
-            if full or mask[i, t]:
-                acc += y(lr[i, t], *params)
-            out[i, t] = acc
+def prefix_log_weights(func, log_ratio, mask, full, params, threads=1):
+    """Prefix log-weights ``sum_{s<=t} y(l_s)`` (rows, T) (an ended row keeps its total)."""
+    out = np.empty(log_ratio.shape)
+    family("prefix", func)(log_ratio, mask, full, params, out, chunks_for(log_ratio.shape[0], threads))
+    return out
 
 
-@numba.njit(parallel=True)
-def _prefix(y, lr, mask, full, params, out, nch):  # pragma: no cover - compiled
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, lr.shape[0])
-            _prefix_rows(y, lr, mask, full, params, out, lo, hi)
-    else:
-        _prefix_rows(y, lr, mask, full, params, out, 0, lr.shape[0])
-
-
-def per_decision_columns(y, log_ratio, mask, full, rewards, params):
+def per_decision_columns(func, log_ratio, mask, full, rewards, params, R=1, threads=1):
     """Per-step numerators and denominators of a self-normalised per-decision form.
 
-    Returns ``num, den`` (n, T): ``exp(P_{i,t} - m_t) rew_{i,t}`` and ``exp(P_{i,t} - m_t)`` with
-    ``P`` the prefix sums of ``y`` and ``m_t = max_i P_{i,t}`` (T,) (0 where every weight is 0).
+    Returns ``num, den`` (rows, T): ``exp(P_{i,t} - m_t) rew_{i,t}`` and ``exp(P_{i,t} - m_t)`` with
+    ``P`` the prefix sums of ``y`` and ``m`` (R, T) the maximum of ``P`` over each batch's rows
+    (0 where every weight is 0), as ``m`` (R, T).
     """
-    prefix = np.empty(log_ratio.shape)
-    _prefix(y, log_ratio, mask, full, params, prefix, chunk_count(*log_ratio.shape))
-    m = prefix.max(axis=0)
+    prefix = prefix_log_weights(func, log_ratio, mask, full, params, threads)
+    rows, T = prefix.shape
+    p3 = prefix.reshape(R, rows // R, T)
+    m = p3.max(axis=1)
     m = np.where(np.isfinite(m), m, 0.0)
-    den = np.exp(prefix - m[None, :])
+    den = np.exp(p3 - m[:, None, :]).reshape(rows, T)
     return den * rewards, den, m
 
 
-@numba.njit
-def _count_rows(flag, lr, mask, full, params, out, lo, hi):  # pragma: no cover - compiled
-    T = lr.shape[1]
-    for i in range(lo, hi):
-        k = 0
-        for t in range(T):
-            if (full or mask[i, t]) and flag(lr[i, t], *params):
-                k += 1
-        out[i] = k
-
-
-@numba.njit(parallel=True)
-def _count(flag, lr, mask, full, params, out, nch):  # pragma: no cover - compiled
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, lr.shape[0])
-            _count_rows(flag, lr, mask, full, params, out, lo, hi)
-    else:
-        _count_rows(flag, lr, mask, full, params, out, 0, lr.shape[0])
-
-
-def count_tokens(flag, log_ratio, mask, full, params) -> int:
-    """Number of real tokens where ``flag(l, *params)`` holds."""
+def count_tokens(func, log_ratio, mask, full, params, threads=1):
+    """Number of real tokens where ``func(l, *params)`` holds, per row (rows,) int64."""
     out = np.empty(log_ratio.shape[0], np.int64)
-    _count(flag, log_ratio, mask, full, params, out, chunk_count(*log_ratio.shape))
-    return int(out.sum())
+    family("count", func)(log_ratio, mask, full, params, out, chunks_for(log_ratio.shape[0], threads))
+    return out

@@ -24,11 +24,12 @@ import numba
 import numpy as np
 
 from .._core._rng import STREAM_REWARD, STREAM_TOKEN, run_key
-from ._chunks import use_threads
+from . import _chunks
+from ._chunks import threads_for
 from ._numba_rng import row_key, uniform_at
 from ._tables import eos_index, start_table, step_tables
 
-__all__ = ["sample_numba", "rollouts_numba", "search_sorted_right"]
+__all__ = ["sample_numba", "rollouts_numba", "search_sorted_right", "run_keys", "sample_threads"]
 
 
 @numba.njit(cache=True, inline="always")
@@ -53,9 +54,10 @@ _CHUNK_ROWS = 256  # rows per parallel work item
 
 
 @numba.njit(cache=True)
-def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pragma: no cover - compiled
-    # cdf (Tp, S, V) with Tp in {1, T}; start_cdf (S,); nxt (S, V) int64; key uint64 run key;
-    # fills rows [lo, hi) of tokens, contexts (n, T) (allocated by numpy, which asks the
+def _sample_rows(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, lo, hi):  # pragma: no cover - compiled
+    # cdf (Tp, S, V) with Tp in {1, T}; start_cdf (S,); nxt (S, V) int64; keys (R,) uint64 run
+    # keys, one per replication of n rows (global row g is sequence g % n of replication g // n);
+    # fills rows [lo, hi) of tokens, contexts (R * n, T) (allocated by numpy, which asks the
     # kernel for huge pages: first-touch page faults of numba-allocated outputs cost more
     # than the work). Each row's draws depend only on (key, row index): blocking, chunking
     # and threads change nothing. A block of rows runs one binary-search step for all its
@@ -65,7 +67,7 @@ def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pr
     T = tokens.shape[1]
     flat = cdf.ravel()
     nflat = nxt.ravel()
-    keys = np.zeros(_BLOCK, dtype=np.uint64)
+    rkeys = np.zeros(_BLOCK, dtype=np.uint64)
     ctx = np.zeros(_BLOCK, dtype=np.int64)
     alive = np.zeros(_BLOCK, dtype=np.bool_)
     u = np.empty(_BLOCK)
@@ -76,8 +78,9 @@ def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pr
             ctx[j] = 0
             alive[j] = j < m
             if j < m:
-                keys[j] = row_key(key, i0 + j)
-                ctx[j] = search_sorted_right(start_cdf, 0, S, uniform_at(keys[j], T))
+                g = i0 + j
+                rkeys[j] = row_key(keys[g // n], g % n)
+                ctx[j] = search_sorted_right(start_cdf, 0, S, uniform_at(rkeys[j], T))
         n_alive = m
         for t in range(T):
             if n_alive == 0:  # every row of the block ended (eos): pad the rest
@@ -88,7 +91,7 @@ def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pr
                 break
             base_t = (t if tp > 1 else 0) * S
             for j in range(_BLOCK):
-                u[j] = uniform_at(keys[j], t)
+                u[j] = uniform_at(rkeys[j], t)
                 pos[j] = (base_t + ctx[j]) * V
             size = V
             while size > 1:  # search_sorted_right, one step for every row of the block
@@ -112,15 +115,26 @@ def _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi):  # pr
 
 
 @numba.njit(cache=True, parallel=True)
-def _sample_par(cdf, start_cdf, nxt, eos, key, tokens, contexts):  # pragma: no cover - compiled
-    n = tokens.shape[0]
-    nitems = (n + _CHUNK_ROWS - 1) // _CHUNK_ROWS
+def _sample_par(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts):  # pragma: no cover - compiled
+    rows = tokens.shape[0]
+    nitems = (rows + _CHUNK_ROWS - 1) // _CHUNK_ROWS
     for item in numba.prange(nitems):
-        _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, item * _CHUNK_ROWS,
-                     min(n, (item + 1) * _CHUNK_ROWS))
+        _sample_rows(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, item * _CHUNK_ROWS,
+                     min(rows, (item + 1) * _CHUNK_ROWS))
 
 
-def sample_numba(mdp, cdf: np.ndarray, n: int, seed: int):
+def run_keys(seeds, stream: int) -> np.ndarray:
+    """The run keys (R,) uint64 of ``seeds`` (one int, or a sequence of R ints) for ``stream``."""
+    seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
+    return np.array([run_key(s, stream) for s in seeds], dtype=np.uint64)
+
+
+def sample_threads(rows: int, T: int) -> int:
+    """Threads of a sampling call over ``rows`` x ``T`` token slots (:mod:`._chunks`)."""
+    return threads_for(rows * T, _chunks.SAMPLE_PARALLEL_MIN)
+
+
+def sample_numba(mdp, cdf: np.ndarray, n: int, seed):
     """Sample token and context arrays with the numba kernel.
 
     Parameters
@@ -129,29 +143,31 @@ def sample_numba(mdp, cdf: np.ndarray, n: int, seed: int):
     cdf : float64 (S, V) or (T, S, V)
         ``tokis.envs._sample.sampling_tables(behavior)``.
     n : int
-        Number of sequences.
-    seed : int
-        Validated seed in ``[0, 2**64)``.
+        Number of sequences (per replication).
+    seed : int or sequence of int
+        Validated seed(s) in ``[0, 2**64)``; R seeds draw R replications of n rows, back to back.
 
     Returns
     -------
-    tokens, contexts : int64 (n, T)
+    tokens, contexts : int64 (R * n, T)
         ``-1`` after a sequence ended; identical to the numpy reference for the same seed.
     """
-    key = run_key(seed, STREAM_TOKEN)
+    keys = run_keys(seed, STREAM_TOKEN)
+    rows = n * keys.shape[0]
     nxt = np.ascontiguousarray(mdp.next_context, dtype=np.int64)
-    tokens = np.empty((n, mdp.horizon), dtype=np.int64)
-    contexts = np.empty((n, mdp.horizon), dtype=np.int64)
-    args = (step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)), key, tokens, contexts)
-    if not use_threads(n * mdp.horizon):
-        _sample_rows(*args, 0, n)
+    tokens = np.empty((rows, mdp.horizon), dtype=np.int64)
+    contexts = np.empty((rows, mdp.horizon), dtype=np.int64)
+    args = (step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)), keys, np.int64(n), tokens,
+            contexts)
+    if sample_threads(rows, mdp.horizon) <= 1:
+        _sample_rows(*args, 0, rows)
     else:
         _sample_par(*args)
     return tokens, contexts
 
 
 @numba.njit(cache=True)
-def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_key,
+def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_keys, n,
                    mask, lpb, lpt, lr, rew, lengths, final, last_reward, lo, hi):  # pragma: no cover - compiled
     # The numpy reference's _assemble for rows [lo, hi): lp tables (Tp, S, V) with Tp in
     # {1, T'} (time-dependent policies index step t); step_tab (S, V); term_tab (S,).
@@ -195,22 +211,22 @@ def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, ter
         final[i] = f
         term = term_tab[f]
         if noisy:
-            term = 1.0 if uniform_at(row_key(reward_key, i), 0) < term else 0.0
+            term = 1.0 if uniform_at(row_key(reward_keys[i // n], i % n), 0) < term else 0.0
         rew[i, last] += term
         last_reward[i] = rew[i, last]
 
 
 @numba.njit(cache=True, parallel=True)
-def _rollouts_par(cdf, start_cdf, nxt, eos, key, tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab,
-                  noisy, reward_key, mask, lpb, lpt, lr, rew, lengths, final, last_reward):  # pragma: no cover
-    n = tokens.shape[0]
-    nitems = (n + _CHUNK_ROWS - 1) // _CHUNK_ROWS
+def _rollouts_par(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab,
+                  term_tab, noisy, reward_keys, mask, lpb, lpt, lr, rew, lengths, final, last_reward):  # pragma: no cover
+    rows = tokens.shape[0]
+    nitems = (rows + _CHUNK_ROWS - 1) // _CHUNK_ROWS
     for item in numba.prange(nitems):
         lo = item * _CHUNK_ROWS
-        hi = min(n, lo + _CHUNK_ROWS)
-        _sample_rows(cdf, start_cdf, nxt, eos, key, tokens, contexts, lo, hi)
+        hi = min(rows, lo + _CHUNK_ROWS)
+        _sample_rows(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, lo, hi)
         # the rows just sampled are still in this core's cache
-        _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_key,
+        _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_keys, n,
                        mask, lpb, lpt, lr, rew, lengths, final, last_reward, lo, hi)
 
 
@@ -223,8 +239,12 @@ def _log_prob_table(policy) -> np.ndarray:
 _LENGTH_DTYPE = np.zeros((1, 1), dtype=bool).sum(axis=1).dtype
 
 
-def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed: int) -> dict:
+def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed) -> dict:
     """Sample and assemble rollouts in one parallel numba pass (``tokis.envs.sample``'s fields).
+
+    With R seeds the R replications are drawn in the same pass, as ``R * n`` rows (replication
+    ``r`` = rows ``r * n .. (r + 1) * n - 1``, sequence ``i`` of it keyed by ``(seed[r], i)``):
+    every field is (R * n, ...), each replication's rows bit for bit those of its own call.
 
     Parameters
     ----------
@@ -235,13 +255,13 @@ def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed: int) ->
     cdf : float64 (S, V) or (T', S, V)
         ``tokis.envs._sample.sampling_tables(behavior)``.
     n : int
-    seed : int
-        Validated seed in ``[0, 2**64)``.
+    seed : int or sequence of int
+        Validated seed(s) in ``[0, 2**64)``.
 
     Returns
     -------
     dict
-        The keyword arguments of ``tokis.envs.Rollouts``: tokens, mask, contexts,
+        The keyword arguments of ``tokis.envs.Rollouts`` (rows of every replication back to back): tokens, mask, contexts,
         logp_behavior, logp_target, rewards, returns, log_ratio, lengths, final_contexts;
         each equal to the numpy reference's (``_sample_numpy`` then ``_assemble``) bit for
         bit. ``returns`` is ``rewards.sum(axis=1)`` computed by numpy when the MDP has
@@ -249,6 +269,10 @@ def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed: int) ->
         one non-zero reward and the return is that entry, taken from the kernel.
     """
     T = int(mdp.horizon)
+    keys = run_keys(seed, STREAM_TOKEN)
+    reward_keys = run_keys(seed, STREAM_REWARD)
+    n_per = n
+    n = n_per * keys.shape[0]  # rows
     nxt = np.ascontiguousarray(mdp.next_context, dtype=np.int64)
     tokens = np.empty((n, T), dtype=np.int64)
     contexts = np.empty((n, T), dtype=np.int64)
@@ -266,16 +290,15 @@ def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed: int) ->
     step_tab = np.ascontiguousarray(mdp.step_reward, dtype=np.float64)
     term_tab = np.ascontiguousarray(mdp.terminal_reward, dtype=np.float64)
     noisy = mdp.reward_noise == "bernoulli"
-    reward_key = run_key(seed, STREAM_REWARD)
-    sample_args = (step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)),
-                   run_key(seed, STREAM_TOKEN), tokens, contexts)
+    sample_args = (step_tables(cdf), start_table(mdp.start), nxt, np.int64(eos_index(mdp)), keys, np.int64(n_per),
+                   tokens, contexts)
     tables = (lpb_tab, lpt_tab, has_target, step_tab, term_tab)
     outputs = (mask, lpb, lpt, lr, rew, lengths, final, last_reward)
-    if not use_threads(n * T):
+    if sample_threads(n, T) <= 1:
         _sample_rows(*sample_args, 0, n)
-        _assemble_rows(tokens, contexts, *tables, nxt, noisy, reward_key, *outputs, 0, n)
+        _assemble_rows(tokens, contexts, *tables, nxt, noisy, reward_keys, np.int64(n_per), *outputs, 0, n)
     else:
-        _rollouts_par(*sample_args, *tables, noisy, reward_key, *outputs)
+        _rollouts_par(*sample_args, *tables, noisy, reward_keys, *outputs)
     zero_steps = not (np.any(step_tab) or np.signbit(step_tab).any())
     return dict(
         tokens=tokens,

@@ -18,6 +18,7 @@ the very same code with ``xp = numpy``.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from ._xp import array_module, cupy_namespace, is_cupy_array, to_host
 
-__all__ = ["Batch", "input_library", "prepare", "prepare_log_ratio", "terminal_steps"]
+__all__ = ["Batch", "input_library", "prepare", "prepare_log_ratio", "terminal_steps", "batch_rows"]
 
 
 def terminal_steps(returns, mask, last=None):
@@ -58,16 +59,22 @@ def terminal_steps(returns, mask, last=None):
 class Batch:
     """Validated float64 inputs of one estimator call.
 
+    Inputs with leading batch dimensions -- ``log_ratio`` (..., n, T), replications as an
+    array axis -- are held as ``R = prod(...)`` blocks of ``n`` consecutive rows: every
+    (rows, T) array below has ``rows = R * n`` rows, replication ``r`` being rows
+    ``r * n .. (r + 1) * n - 1`` (a C-order reshape, a view of C-contiguous input).
+    ``shape`` records the leading dimensions (``()`` for a plain (n, T) call).
+
     Attributes
     ----------
-    log_ratio : float64 (n, T), C-contiguous
+    log_ratio : float64 (rows, T), C-contiguous
         ``log pi - log mu``; 0 at masked positions, ``-inf`` allowed at real ones. May be
         the caller's own array (never written to).
-    returns : float64 (n,) or None
+    returns : float64 (rows,) or None
         ``G_i``: the terminal reward, or the sum of the per-step rewards. ``None`` for
         :func:`diagnose`.
-    mask : bool (n, T)
-    lengths : int64 (n,)
+    mask : bool (rows, T)
+    lengths : int64 (rows,)
         Number of real tokens ``L_i``.
     terminal_only : bool
         Whether rewards were given as (n,).
@@ -76,11 +83,13 @@ class Batch:
     xp : module
         Namespace of the arrays held here: ``numpy``, or ``cupy`` when cupy input was
         validated on the device.
-    step_rewards : float64 (n, T) or None
+    step_rewards : float64 (rows, T) or None
         Per-step rewards as given (padding zeroed); ``None`` for terminal-only rewards.
-    last_step : int64 (n,) or None
+    last_step : int64 (rows,) or None
         For terminal-only rewards, the last real step of each row when validation found it
         (``None``: found from ``mask`` on first use of :attr:`rewards`).
+    shape : tuple of int
+        The leading batch dimensions (``()``: one batch).
     """
 
     log_ratio: Any
@@ -92,10 +101,30 @@ class Batch:
     xp: Any
     step_rewards: Any = None
     last_step: Any = None
+    shape: tuple = ()
+
+    @property
+    def replications(self) -> int:
+        """``R``: the number of (n, T) batches (1 without leading dimensions)."""
+        return math.prod(self.shape)
+
+    @property
+    def rows(self) -> int:
+        """``R * n``: rows of the flattened arrays."""
+        return int(self.log_ratio.shape[0])
 
     @property
     def n(self) -> int:
-        return int(self.log_ratio.shape[0])
+        """Sequences per batch."""
+        return self.rows // self.replications
+
+    def per_batch(self, arr):
+        """A (rows, ...) array as (R, n, ...) (a view)."""
+        return arr.reshape((self.replications, self.n) + tuple(arr.shape[1:]))
+
+    def unflatten(self, arr):
+        """A (R, ...) array as (*shape, ...); unbatched input gives the (...) block itself."""
+        return arr.reshape(tuple(self.shape) + tuple(arr.shape[1:]))
 
     @functools.cached_property
     def full(self) -> bool:
@@ -104,7 +133,7 @@ class Batch:
 
     @functools.cached_property
     def rewards(self):
-        """Per-step rewards (n, T), 0 at masked positions; ``None`` for :func:`diagnose`.
+        """Per-step rewards (rows, T), 0 at masked positions; ``None`` for :func:`diagnose`.
 
         Terminal-only rewards (n,) are placed at the last real step of each row (column 0
         for an empty row), built here on first use: only the per-step estimators (``pdis``
@@ -190,6 +219,8 @@ def _as_float(xp, value, name: str, ndim) -> Any:
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
     arr = arr.astype(xp.float64, copy=False)
+    if ndim is None:
+        return arr
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim not in allowed:
         want = " or ".join(str(d) for d in allowed)
@@ -198,13 +229,24 @@ def _as_float(xp, value, name: str, ndim) -> Any:
 
 
 def _check_log_ratio(xp, raw):
-    lr = _as_float(xp, raw, "log_ratio", 2)
-    n, T = lr.shape
+    lr = _as_float(xp, raw, "log_ratio", None)
+    if lr.ndim < 2:
+        raise ValueError(f"log_ratio must be 2-dimensional (n, T), or (..., n, T) with leading batch dimensions, "
+                         f"got shape {lr.shape}")
+    n, T = lr.shape[-2:]
     if n < 1:
         raise ValueError(f"log_ratio must have at least one row (n >= 1), got shape {lr.shape}")
     if T < 1:
         raise ValueError(f"log_ratio must have at least one column (T >= 1), got shape {lr.shape}")
+    if 0 in lr.shape[:-2]:
+        raise ValueError(f"log_ratio must have at least one batch along each leading dimension, got shape {lr.shape}")
     return lr
+
+
+def batch_rows(shape) -> tuple[tuple, int, int]:
+    """``(leading dimensions, n, T)`` of a (..., n, T) shape."""
+    shape = tuple(int(d) for d in shape)
+    return shape[:-2], shape[-2], shape[-1]
 
 
 def _check_mask(xp, raw, shape):
@@ -241,16 +283,41 @@ def _inputs(named: dict, device: bool):
     return library, np, {k: _to_numpy(v, library) for k, v in named.items()}
 
 
+def _flat(x, T):
+    """A (..., n, T) array as (rows, T) (a view when C-contiguous)."""
+    return x.reshape(-1, T)
+
+
 def prepare_log_ratio(log_ratio, mask=None, *, device: bool = False) -> Batch:
-    """Validate ``log_ratio`` (n, T) and ``mask`` only (for :func:`diagnose`).
+    """Validate ``log_ratio`` (..., n, T) and ``mask`` only (for :func:`diagnose`).
 
     ``device=True`` keeps cupy input on the device (the checks run there).
     """
     library, xp, a = _inputs({"log_ratio": log_ratio, "mask": mask}, device)
     lr = _check_log_ratio(xp, a["log_ratio"])
+    lead, _, T = batch_rows(lr.shape)
     m = _check_mask(xp, a["mask"], lr.shape)
     lr = _clean_log_ratio(xp, lr, m, bool(m.all()))
-    return Batch(lr, None, m, m.sum(axis=1).astype(xp.int64), False, library, xp)
+    m = _flat(m, T)
+    return Batch(_flat(lr, T), None, m, m.sum(axis=1).astype(xp.int64), False, library, xp, shape=lead)
+
+
+def _check_rewards(xp, raw, shape):
+    """Rewards for log-ratios of ``shape`` (..., n, T): (..., n) terminal or (..., n, T) per step."""
+    if raw is None:
+        raise TypeError("rewards must be an array of shape (n,) or (n, T), got None")
+    rew = _as_float(xp, raw, "rewards", None)
+    k = len(shape)
+    if rew.ndim < 1 or rew.ndim > k:
+        raise ValueError(f"rewards must be {k - 1} or {k}-dimensional, got shape {tuple(rew.shape)}")
+    if rew.ndim < k - 1:
+        dims = " or ".join(str(d) for d in sorted({max(rew.ndim, 2), rew.ndim + 1}))
+        raise ValueError(f"log_ratio must be {dims}-dimensional to go with rewards of shape {tuple(rew.shape)}, got "
+                         f"shape {tuple(shape)} (with leading batch dimensions, log_ratio (..., n, T) takes rewards "
+                         "(..., n) or (..., n, T))")
+    if tuple(rew.shape) not in (tuple(shape[:-1]), tuple(shape)):
+        raise ValueError(f"rewards must have shape {tuple(shape[:-1])} or {tuple(shape)}, got {tuple(rew.shape)}")
+    return rew
 
 
 def prepare(log_ratio, rewards, mask=None, *, device: bool = False) -> Batch:
@@ -258,12 +325,13 @@ def prepare(log_ratio, rewards, mask=None, *, device: bool = False) -> Batch:
 
     Parameters
     ----------
-    log_ratio : array (n, T)
+    log_ratio : array (n, T) or (..., n, T)
         Per-token ``log pi - log mu``. NaN or +inf at an unmasked position is an error;
-        ``-inf`` (target probability 0) is allowed. Masked positions are ignored.
-    rewards : array (n,) or (n, T)
+        ``-inf`` (target probability 0) is allowed. Masked positions are ignored. Leading
+        dimensions are independent batches (replications).
+    rewards : array (..., n) or (..., n, T)
         Terminal-only or per-step rewards; must be finite at unmasked positions.
-    mask : bool array (n, T), optional
+    mask : bool array (..., n, T), optional
         True where a token exists (default all true).
     device : bool
         Keep cupy input on the device: validate it there (only the pass/fail booleans
@@ -273,8 +341,9 @@ def prepare(log_ratio, rewards, mask=None, *, device: bool = False) -> Batch:
     Returns
     -------
     Batch
-        Terminal-only rewards are kept as ``returns`` (n,); the per-step array is built
-        only when :attr:`Batch.rewards` is read.
+        Terminal-only rewards are kept as ``returns`` (rows,); the per-step array is built
+        only when :attr:`Batch.rewards` is read. Arrays are flattened to ``rows = R * n``
+        rows (``Batch.shape`` keeps the leading dimensions).
 
     Raises
     ------
@@ -283,28 +352,22 @@ def prepare(log_ratio, rewards, mask=None, *, device: bool = False) -> Batch:
     """
     library, xp, a = _inputs({"log_ratio": log_ratio, "rewards": rewards, "mask": mask}, device)
     lr = _check_log_ratio(xp, a["log_ratio"])
-    n, T = lr.shape
+    lead, n, T = batch_rows(lr.shape)
     m = _check_mask(xp, a["mask"], lr.shape)
-    if a["rewards"] is None:
-        raise TypeError("rewards must be an array of shape (n,) or (n, T), got None")
-    rew = _as_float(xp, a["rewards"], "rewards", (1, 2))
-    lengths = m.sum(axis=1).astype(xp.int64)
+    rew = _check_rewards(xp, a["rewards"], lr.shape)
+    lengths = _flat(m, T).sum(axis=1).astype(xp.int64)
     full = bool((lengths == T).all())
-    if rew.ndim == 1:
-        if tuple(rew.shape) != (n,):
-            raise ValueError(f"rewards must have shape ({n},) or ({n}, {T}), got {tuple(rew.shape)}")
+    if rew.ndim == lr.ndim - 1:
         if not _all_finite(xp, rew):
             raise ValueError("rewards contains NaN or inf")
-        returns = rew.copy()
+        returns = rew.reshape(-1).copy()
         steps = None
         terminal_only = True
     else:
-        if tuple(rew.shape) != (n, T):
-            raise ValueError(f"rewards must have shape ({n},) or ({n}, {T}), got {tuple(rew.shape)}")
         if not _all_finite(xp, rew) and not _all_finite(xp, xp.where(m, rew, 0.0)):
             raise ValueError("rewards contains NaN or inf at an unmasked position")
-        steps = xp.ascontiguousarray(rew) if full else xp.where(m, rew, 0.0)
+        steps = _flat(xp.ascontiguousarray(rew) if full else xp.where(m, rew, 0.0), T)
         returns = steps.sum(axis=1)
         terminal_only = False
-    lr = _clean_log_ratio(xp, lr, m, full)
-    return Batch(lr, returns, m, lengths, terminal_only, library, xp, step_rewards=steps)
+    lr = _flat(_clean_log_ratio(xp, lr, m, full), T)
+    return Batch(lr, returns, _flat(m, T), lengths, terminal_only, library, xp, step_rewards=steps, shape=lead)

@@ -63,6 +63,7 @@ from ..estimators._intervals import LOWER_BOUNDS, METHODS, NotApplicableError
 from ._common import as_behavior, as_family, parse_horizons
 from ._config import Behavior, canonical_json, config_key, parse_estimators, to_jsonable
 from ._harness import estimate_bounds, exact_columns, replication_seeds
+from ._memory import replication_chunk
 from ._horizon import horizon_points
 from ._output import BLANK
 from ._store import open_store
@@ -181,24 +182,27 @@ def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resa
             for m in todo[k]:
                 if m in LOWER_BOUNDS:
                     failed[k][m] = f"ci method {m!r} does not apply: {reason}"
-    for j, sd in enumerate(seeds):
-        ro = envs.sample(mdp, behavior, n, target=target, seed=sd, backend=backend)
+    step = replication_chunk(n, mdp.horizon, R)
+    for j0 in range(0, R, step):  # replications as an array axis: one sampler call, one call per estimator
+        part = list(seeds[j0:j0 + step])
+        rows = slice(j0, j0 + len(part))
+        ro = envs.sample(mdp, behavior, n, target=target, seed=part, backend=backend)
         for k in range(K):
             est = funcs[k](ro.log_ratio, ro.rewards, mask=ro.mask, backend=backend, **specs[k].kwargs)
             for m in todo[k]:
                 if m in failed[k]:
                     continue
-                kw = {}
-                if m == "bca":
-                    kw = dict(rng=np.random.default_rng([int(seed) % 2**63, j, 1]), n_resamples=n_resamples)
-                elif m == "hoeffding":
-                    kw = dict(upper=uppers[k])
                 try:
-                    a, b = est.ci(level, method=m, **kw)
+                    if m == "bca":  # each replication resamples with its own generator
+                        for i in range(len(part)):
+                            rng = np.random.default_rng([int(seed) % 2**63, j0 + i, 1])
+                            lo[k][m][j0 + i], hi[k][m][j0 + i] = est[i].ci(level, method=m, rng=rng,
+                                                                           n_resamples=n_resamples)
+                    else:
+                        kw = dict(upper=uppers[k]) if m == "hoeffding" else {}
+                        lo[k][m][rows], hi[k][m][rows] = est.ci(level, method=m, **kw)
                 except NotApplicableError as err:
                     failed[k][m] = " ".join(str(err).split())
-                    continue
-                lo[k][m][j], hi[k][m][j] = a, b
     out = []
     for k, spec in enumerate(specs):
         ex = exact_columns(mdp, target, behavior, spec, n)

@@ -51,14 +51,15 @@ def monte_carlo_gradient(mdp, policy, behavior, objectives_=("seq", "tok", "ppo_
     replications = check_positive_int(replications, "replications", minimum=2)
     seed = check_seed(seed)
     seeds = replication_seeds(seed, replications)
-    batches = [envs.sample(mdp, behavior, n, seed=s, backend=backend) for s in seeds]
+    batches = envs.sample(mdp, behavior, n, seed=list(seeds), backend=backend)  # (R, n, T): one call
     rows = []
     for obj in objectives_:
         ex = exact.objective_gradient(mdp, policy, behavior, obj, anchor=anchor, n=n, **params)
         norm = float(np.linalg.norm(ex.true))
         u = ex.true / norm if norm > 0 else np.zeros_like(ex.true)
         kw = {**params, "baseline": ex.baseline}
-        along = np.array([float((objectives.gradient(obj, b, policy, anchor=anchor, **kw) * u).sum()) for b in batches])
+        grads = objectives.gradient(obj, batches, policy, anchor=anchor, **kw)  # (R, *logits.shape)
+        along = (grads * u).reshape(replications, -1).sum(axis=1)
         se = math.sqrt(ex.variance_along / (n * replications))
         exact_along = float((ex.mean * u).sum())
         rows.append(dict(objective=ex.objective, method=ex.method, exact_along=exact_along,

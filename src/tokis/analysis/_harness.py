@@ -86,7 +86,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._memory import check_batch_memory
+from ._memory import check_batch_memory, replication_chunk
 from ._config import canonical_json, parse_estimators
 
 __all__ = [
@@ -487,7 +487,12 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
 
 
 def _simulate(mdp, target, behavior, specs, n, seeds, backend):
-    """Estimates and ESS of every spec on every replication: two arrays (K, R)."""
+    """Estimates and ESS of every spec on every replication: two arrays (K, R).
+
+    Replications are an array axis: one sampler call draws a chunk of them (as many as fit in
+    :func:`~tokis.analysis._memory.replication_chunk`'s budget) and each estimator reduces the
+    whole chunk in one call; replication ``r`` is bit for bit the batch of seed ``seeds[r]``.
+    """
     from .. import envs
 
     K, R = len(specs), len(seeds)
@@ -495,12 +500,14 @@ def _simulate(mdp, target, behavior, specs, n, seeds, backend):
     ess = np.full((K, R), np.nan)
     funcs = [s.resolve() for s in specs]
     kwargs = [s.kwargs for s in specs]
-    for j, s in enumerate(seeds):
-        ro = envs.sample(mdp, behavior, n, target=target, seed=s, backend=backend)
+    step = replication_chunk(n, mdp.horizon, R)
+    for lo in range(0, R, step):
+        part = list(seeds[lo:lo + step])
+        ro = envs.sample(mdp, behavior, n, target=target, seed=part, backend=backend)
         for k in range(K):
             est = funcs[k](ro.log_ratio, ro.rewards, mask=ro.mask, backend=backend, **kwargs[k])
-            values[k, j] = est.value
-            ess[k, j] = est.ess
+            values[k, lo:lo + len(part)] = est.value
+            ess[k, lo:lo + len(part)] = est.ess
     return values, ess
 
 

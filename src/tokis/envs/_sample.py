@@ -1,7 +1,15 @@
-"""Sampling rollouts from a behaviour policy, with a counter-based generator."""
+"""Sampling rollouts from a behaviour policy, with a counter-based generator.
+
+One seed gives one batch of ``n`` sequences; a sequence of ``R`` seeds gives ``R`` independent
+batches (replications) in one call, as a leading array axis: replication ``r`` is bit for bit
+the batch ``sample(..., seed=seeds[r])`` draws, so a Monte Carlo harness samples all its
+replications at once and hands the (R, n, T) arrays to the estimators, which reduce each
+replication separately.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +27,10 @@ BACKENDS = ("auto", "numpy", "numba", "cupy")
 @dataclass(frozen=True)
 class Rollouts:
     """Sequences sampled from a behaviour policy, padded to the horizon.
+
+    Shapes below are for one seed. With a sequence of ``R`` seeds every field has a leading
+    replication axis -- tokens (R, n, T), returns (R, n), ... -- and ``rollouts[r]`` is the
+    Rollouts of seed ``r`` alone.
 
     Attributes
     ----------
@@ -57,11 +69,30 @@ class Rollouts:
 
     @property
     def n(self) -> int:
-        return int(self.tokens.shape[0])
+        """Sequences per batch."""
+        return int(self.tokens.shape[-2])
 
     @property
     def horizon(self) -> int:
-        return int(self.tokens.shape[1])
+        return int(self.tokens.shape[-1])
+
+    @property
+    def batch_shape(self) -> tuple:
+        """``(R,)`` for rollouts of R seeds, ``()`` for one seed."""
+        return tuple(self.tokens.shape[:-2])
+
+    def __getitem__(self, r) -> "Rollouts":
+        """The rollouts of replication ``r`` (an integer or a slice along the leading axis).
+
+        Raises
+        ------
+        TypeError
+            On the rollouts of one seed (there is no replication axis).
+        """
+        if not self.batch_shape:
+            raise TypeError("these Rollouts come from one seed: there is no replication axis to index")
+        return Rollouts(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[r])
+                           for f in dataclasses.fields(self)})
 
 
 def sampling_tables(policy: Policy) -> np.ndarray:
@@ -162,13 +193,36 @@ def _assemble(mdp, behavior, target, tokens, contexts, seed) -> Rollouts:
     )
 
 
+def _check_seeds(seed):
+    """One validated seed, or a list of R >= 1 of them (for a sequence of seeds)."""
+    if isinstance(seed, (list, tuple)) or (isinstance(seed, np.ndarray) and seed.ndim == 1):
+        if len(seed) == 0:
+            raise ValueError("seed must be an integer or a non-empty sequence of integers, got an empty sequence")
+        out = []
+        for k, s in enumerate(seed):
+            try:
+                out.append(check_seed(s))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"seed[{k}]: {exc}") from None
+        return out
+    return check_seed(seed)
+
+
 def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts:
-    """Sample ``n`` sequences from ``behavior`` in ``mdp``.
+    """Sample ``n`` sequences from ``behavior`` in ``mdp`` -- or R batches of them, one per seed.
 
     Token ``t`` of sequence ``i`` is drawn by inverse CDF (:func:`sampling_tables`) from the
     counter-based uniform ``u(seed, token stream, i, t)``; the start context from
     ``u(seed, token stream, i, T)``; Bernoulli reward noise from ``u(seed, reward stream, i, 0)``.
     Every backend therefore draws the same tokens for the same seed.
+
+    Replications: ``seed=[s_0, ..., s_{R-1}]`` draws R independent batches of ``n`` sequences in
+    one call and returns them along a leading axis (tokens (R, n, T), returns (R, n), ...);
+    replication ``r`` equals ``sample(..., seed=s_r)`` field for field, bit for bit. The numba
+    backend draws all ``R * n`` rows in one pass (threads by the total size, see
+    :mod:`tokis._backends._chunks`); numpy and cupy draw one seed after the other. Pass the
+    arrays straight to an estimator: ``log_ratio`` (R, n, T) gives R estimates at once. The
+    harness's replication seeds are :func:`tokis.analysis.replication_seeds`.
 
     Parameters
     ----------
@@ -179,12 +233,15 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
         Number of sequences, >= 1.
     target : Policy, optional
         The target policy pi; when given, ``logp_target`` and ``log_ratio`` are filled in.
-    seed : int
-        Seed in ``[0, 2**64)``.
+    seed : int or sequence of int
+        Seed in ``[0, 2**64)``, or a non-empty sequence (list, tuple, 1-d array) of R seeds.
     backend : {"auto", "numpy", "numba", "cupy"}
         Implementation; all give identical rollouts, field for field and bit for bit.
         ``"numpy"`` is the vectorised reference. ``"numba"`` (and ``"auto"``: the arrays
-        live on the CPU) samples and assembles every field in one parallel pass.
+        live on the CPU; the compiled sampler measured faster than numpy at every size, see
+        ``benchmarks/RESULTS.md``) samples and assembles every field in one pass, on the
+        calling thread below ``tokis._backends._chunks.SAMPLE_PARALLEL_MIN`` token slots and on
+        every thread above.
         ``"cupy"`` samples the tokens and contexts on the GPU (one thread per sequence),
         copies those two (n, T) arrays to the host once, and assembles the rest with the
         numpy reference: it returns numpy Rollouts, like the other backends (raises
@@ -193,7 +250,13 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
     Returns
     -------
     Rollouts
-        numpy arrays, whatever the backend.
+        numpy arrays, whatever the backend; with a leading axis of length R for R seeds.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad MDP or policies, ``n < 1``, a seed outside ``[0, 2**64)`` or not an integer (the
+        message names ``seed[k]`` in a sequence), an empty sequence of seeds, an unknown backend.
     """
     if not isinstance(mdp, TokenMDP):
         raise TypeError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
@@ -203,13 +266,22 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
         target = as_policy(target, "target")
         target.check_compatible(mdp, "target")
     n = check_positive_int(n, "n")
-    seed = check_seed(seed)
+    seed = _check_seeds(seed)
     backend = _validate_backend(backend)
     cdf = sampling_tables(behavior)
     if backend in ("auto", "numba"):  # tokens and every other field in one parallel pass
         from .._backends._numba_sample import rollouts_numba
 
-        return Rollouts(**rollouts_numba(mdp, behavior, target, cdf, n, seed))
+        fields = rollouts_numba(mdp, behavior, target, cdf, n, seed)
+        if isinstance(seed, list):  # R * n rows -> (R, n, ...)
+            R = len(seed)
+            fields = {k: (None if v is None else v.reshape((R, n) + v.shape[1:])) for k, v in fields.items()}
+        return Rollouts(**fields)
+    if isinstance(seed, list):  # one seed after the other, stacked
+        parts = [sample(mdp, behavior, n, target=target, seed=s, backend=backend) for s in seed]
+        return Rollouts(**{f.name: (None if getattr(parts[0], f.name) is None
+                                    else np.stack([getattr(p, f.name) for p in parts]))
+                           for f in dataclasses.fields(Rollouts)})
     tokens, contexts = _dispatch(backend)(mdp, cdf, n, seed)
     return _assemble(mdp, behavior, target, tokens, contexts, seed)
 

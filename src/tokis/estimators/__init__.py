@@ -20,8 +20,12 @@ Conventions
   plain float64 token values.
 - The array library is chosen once at the boundary (array-api-compat): numpy in, numpy
   out; cupy in, cupy out; torch tensors are converted and give numpy.
+- Leading batch dimensions are independent batches (replications): ``log_ratio`` (..., n, T),
+  ``rewards`` (..., n) or (..., n, T), ``mask`` (..., n, T) give an :class:`Estimate` whose
+  scalars have shape (...), each batch equal bit for bit to the call on its slice (``est[i]``).
 - ``backend="auto"`` is cupy for cupy input (the array path runs on the device, results stay
-  there) and numba otherwise (one compiled kernel per form family with the token map inlined).
+  there) and numba otherwise (one compiled kernel per form family with the token map inlined,
+  on one thread below a measured size: see :mod:`tokis.estimators._plan`).
 """
 
 from .._core._validate import BACKENDS

@@ -12,7 +12,7 @@ from .._core._xp import to_host
 from .._core._batch import input_library, prepare_log_ratio
 from .._core._validate import check_band, check_c
 from ._psis import psis_smooth
-from ._reduce import kish
+from ._reduce import host, kish
 
 __all__ = ["Diagnostics", "diagnose"]
 
@@ -23,7 +23,10 @@ class Diagnostics:
 
     Token-level quantities average over all real tokens of the batch and are ``nan`` when
     there is none. Log-space quantities are never clamped; their float versions are ``inf``
-    when not representable, never NaN.
+    when not representable, never NaN. For ``log_ratio`` with leading batch dimensions (...)
+    every per-batch field (all but ``n``, ``clip_c``, ``lo``, ``hi``) is a numpy array of shape
+    (...) (tuples of such arrays for the clip fractions), batch ``i`` equal to the call on
+    that slice.
     """
 
     n: int
@@ -62,35 +65,37 @@ class Diagnostics:
         return asdict(self)
 
 
-def _logmeanexp(xp, x, count: int) -> float:
-    """``log(sum exp(x) / count)`` with max-shifting: ``-inf`` entries are left out of the sum
-    (``-inf`` when every entry is, ``nan`` for ``count = 0``)."""
-    if count == 0:
-        return math.nan
+def _logmeanexp(xp, x, count):
+    """``log(sum exp(x) / count)`` per row of (R, K) with max-shifting: ``-inf`` entries are left out
+    of the sum (``-inf`` when every entry of a row is, ``nan`` for ``count = 0``). Host (R,)."""
     finite = xp.isfinite(x)
-    if not bool(finite.any()):
-        return -math.inf
-    top = float(xp.where(finite, x, -xp.inf).max())
-    return top + math.log(float(xp.exp(x - top).sum()) / count)
+    anyf = host(finite.any(axis=-1), bool)
+    top = host(xp.where(finite, x, -xp.inf).max(axis=-1))
+    safe = np.where(anyf, top, 0.0)
+    total = host(xp.exp(x - xp.asarray(safe)[..., None]).sum(axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = safe + np.log(total / count)
+    out = np.where(anyf, out, -math.inf)
+    return np.where(count == 0, math.nan, out)
 
 
-def _expm1(x: float) -> float:
-    if math.isnan(x):
-        return math.nan
-    try:
-        return math.expm1(x)
-    except OverflowError:
-        return math.inf
+def _expm1(x):
+    with np.errstate(over="ignore"):
+        return np.expm1(x)
 
 
-def _masked_mean(xp, x, mask, count: int) -> float:
-    """Mean of ``x`` over the true entries of ``mask`` (``nan`` when there is none)."""
-    return float(xp.where(mask, x, 0.0).sum()) / count if count else math.nan
+def _masked_mean(xp, x, mask, count):
+    """Mean of ``x`` over the true entries of ``mask`` per row of (R, K) (``nan`` where there is none)."""
+    total = host(xp.where(mask, x, 0.0).sum(axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), math.nan)
 
 
-def _count_share(flags, count: int) -> float:
-    """Number of true entries over ``count`` (``nan`` for ``count = 0``)."""
-    return float(flags.sum()) / count if count else math.nan
+def _count_share(flags, count):
+    """Number of true entries per row of (R, K) over ``count`` (``nan`` where ``count = 0``)."""
+    hits = host(flags.sum(axis=-1), np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, hits / np.maximum(count, 1), math.nan)
 
 
 def _thresholds(c) -> tuple[float, ...]:
@@ -113,12 +118,13 @@ def diagnose(log_ratio, mask=None, *, c=2.0, lo=0.5, hi=2.0) -> Diagnostics:
 
     Parameters
     ----------
-    log_ratio : array (n, T)
-        ``l_t = log pi - log mu`` of tokens sampled from ``mu`` (numpy, cupy or torch).
+    log_ratio : array (n, T) or (..., n, T)
+        ``l_t = log pi - log mu`` of tokens sampled from ``mu`` (numpy, cupy or torch); leading
+        dimensions are independent batches, each diagnosed on its own.
         ``-inf`` allowed at real tokens, NaN/+inf not; masked positions ignored. cupy input
         is validated and reduced on the device (the PSIS fit copies the n sequence
         log-weights to the host); every field is a Python scalar.
-    mask : bool array (n, T), optional
+    mask : bool array (..., n, T), optional
         True where a token exists (default all true).
     c : float > 0 or sequence of floats
         Clip thresholds: the fraction of real tokens with ``r_t > c`` and with ``r_t < 1/c``
@@ -167,73 +173,84 @@ def diagnose(log_ratio, mask=None, *, c=2.0, lo=0.5, hi=2.0) -> Diagnostics:
     cs = _thresholds(c)
     lo, hi = check_band(lo, hi)
     batch = prepare_log_ratio(log_ratio, mask, device=input_library(log_ratio, None, mask) == "cupy")
-    xp, lr, m, L = batch.xp, batch.log_ratio, batch.mask, batch.lengths
-    n = batch.n
-    N = int(L.sum())
-    lw = lr.sum(axis=1)
+    xp, R, n = batch.xp, batch.replications, batch.n
+    T = batch.log_ratio.shape[1]
+    lr = batch.log_ratio.reshape(R, n, T)
+    m = batch.mask.reshape(R, n, T)
+    L = batch.lengths.reshape(R, n)
+    N = host(L.sum(axis=1), np.int64)  # real tokens per batch
+    lw = lr.sum(axis=2)
 
-    ess = kish(lw, xp.ones(n))
+    def flat(x):  # (R, n, T) -> (R, n * T): sums over a batch's tokens in one order
+        return x.reshape(R, n * T)
+
+    ess = kish(lw, xp.ones_like(lw))
     # token weights: every real token, masked ones as weight 0 (log-weight -inf)
-    tok_lw = xp.where(m, lr, -xp.inf).ravel()
-    token_ess = kish(tok_lw, xp.ones_like(tok_lw)) if N else math.nan
+    tok_lw = flat(xp.where(m, lr, -xp.inf))
+    token_ess = np.where(N > 0, kish(tok_lw, xp.ones_like(tok_lw)), math.nan)
     finite = xp.isfinite(lw)
-    if bool(finite.any()):
-        top = float(xp.where(finite, lw, -xp.inf).max())
-        share = 1.0 / float(xp.exp(lw - top).sum())
-    else:
-        top, share = -math.inf, math.nan
-    _, khat, _ = psis_smooth(to_host(lw))
+    anyf = host(finite.any(axis=1), bool)
+    top = np.where(anyf, host(xp.where(finite, lw, -xp.inf).max(axis=1)), -math.inf)
+    shift = xp.asarray(np.where(anyf, top, 0.0))
+    share = np.where(anyf, 1.0 / host(xp.exp(lw - shift[:, None]).sum(axis=1)), math.nan)
+    lw_host = to_host(lw)
+    khat = np.array([psis_smooth(lw_host[r])[1] for r in range(R)])
 
     with np.errstate(invalid="ignore", over="ignore"):
         k1 = -lr
         k2 = 0.5 * lr * lr
         k3 = xp.expm1(lr) - lr
-    k_tok = [_masked_mean(xp, k, m, N) for k in (k1, k2, k3)]
-    k_seq = [float(xp.where(m, k, 0.0).sum(axis=1).mean()) for k in (k1, k2, k3)]
+    k_tok = [_masked_mean(xp, flat(k), flat(m), N) for k in (k1, k2, k3)]
+    k_seq = [host(xp.where(m, k, 0.0).sum(axis=2).mean(axis=1)) for k in (k1, k2, k3)]
 
-    log_tok2 = _logmeanexp(xp, xp.where(m, 2.0 * lr, -xp.inf), N)
-    log_seq2 = _logmeanexp(xp, 2.0 * lw, n)
+    log_tok2 = _logmeanexp(xp, flat(xp.where(m, 2.0 * lr, -xp.inf)), N)
+    log_seq2 = _logmeanexp(xp, 2.0 * lw, np.full(R, n))
 
     log_geo = xp.where(L > 0, lw / xp.maximum(L, 1), 0.0)
     with np.errstate(over="ignore"):
         geo = xp.exp(log_geo)
     log_lo, log_hi = _log(lo), _log(hi)
     geo_out = (log_geo < log_lo) | (log_geo > log_hi)
+    seqs = np.full(R, n)
 
-    high = tuple(_count_share(m & (lr > _log(cj)), N) for cj in cs)
-    low = tuple(_count_share(m & (lr < -_log(cj)), N) for cj in cs)
-    tok_out = _count_share(m & ((lr < log_lo) | (lr > log_hi)), N)
-    seq_out = _count_share((lw < log_lo) | (lw > log_hi), n)
+    high = tuple(_count_share(flat(m & (lr > _log(cj))), N) for cj in cs)
+    low = tuple(_count_share(flat(m & (lr < -_log(cj))), N) for cj in cs)
+    tok_out = _count_share(flat(m & ((lr < log_lo) | (lr > log_hi))), N)
+    seq_out = _count_share((lw < log_lo) | (lw > log_hi), seqs)
+
+    def out(x):  # (R,) -> float (one batch) or array of the batch shape
+        x = np.asarray(x)
+        return x.reshape(()).item() if batch.shape == () else x.reshape(batch.shape)
 
     return Diagnostics(
         n=n,
-        num_tokens=N,
-        ess=ess,
-        ess_fraction=ess / n,
-        token_ess=token_ess,
-        token_ess_fraction=token_ess / N if N else math.nan,
-        max_weight_share=share,
-        log_weight_max=top,
-        khat=khat,
-        kl_k1=k_tok[0],
-        kl_k2=k_tok[1],
-        kl_k3=k_tok[2],
-        kl_k1_seq=k_seq[0],
-        kl_k2_seq=k_seq[1],
-        kl_k3_seq=k_seq[2],
-        log_token_second_moment=log_tok2,
-        token_chi2=_expm1(log_tok2),
-        log_seq_second_moment=log_seq2,
-        seq_chi2=_expm1(log_seq2),
-        geo_mean=float(geo.mean()),
-        geo_min=float(geo.min()),
-        geo_max=float(geo.max()),
-        geo_outside_fraction=_count_share(geo_out, n),
+        num_tokens=out(N),
+        ess=out(ess),
+        ess_fraction=out(ess / n),
+        token_ess=out(token_ess),
+        token_ess_fraction=out(np.where(N > 0, token_ess / np.maximum(N, 1), math.nan)),
+        max_weight_share=out(share),
+        log_weight_max=out(top),
+        khat=out(khat),
+        kl_k1=out(k_tok[0]),
+        kl_k2=out(k_tok[1]),
+        kl_k3=out(k_tok[2]),
+        kl_k1_seq=out(k_seq[0]),
+        kl_k2_seq=out(k_seq[1]),
+        kl_k3_seq=out(k_seq[2]),
+        log_token_second_moment=out(log_tok2),
+        token_chi2=out(_expm1(log_tok2)),
+        log_seq_second_moment=out(log_seq2),
+        seq_chi2=out(_expm1(log_seq2)),
+        geo_mean=out(host(geo.mean(axis=1))),
+        geo_min=out(host(geo.min(axis=1))),
+        geo_max=out(host(geo.max(axis=1))),
+        geo_outside_fraction=out(_count_share(geo_out, seqs)),
         clip_c=cs,
-        clip_fraction_high=high,
-        clip_fraction_low=low,
+        clip_fraction_high=tuple(out(x) for x in high),
+        clip_fraction_low=tuple(out(x) for x in low),
         lo=lo,
         hi=hi,
-        token_mask_fraction=tok_out,
-        seq_mask_fraction=seq_out,
+        token_mask_fraction=out(tok_out),
+        seq_mask_fraction=out(seq_out),
     )

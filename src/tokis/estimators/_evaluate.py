@@ -1,162 +1,253 @@
-r"""Running a declared estimator on arrays: validate once, evaluate its form, reduce.
+r"""Running a declared estimator on arrays: validate once, evaluate its form, reduce every batch.
 
 :func:`evaluate` is what calling an :class:`~tokis.estimators.EstimatorSpec` does. The form is
 evaluated by the numba family kernel with the token map compiled in (``backend="numba"``) or
 by the array path of :mod:`._forms` in the inputs' namespace (``"numpy"``; ``"cupy"`` runs the
-same array code on cupy arrays on the device). Per-row pieces are then reduced in log space
-(:mod:`._reduce`): the mean of ``exp(b_i) h_i`` or a self-normalised ratio.
+same array code on cupy arrays on the device). Per-row pieces are then reduced per batch in log
+space: the mean of ``exp(b_i) h_i`` or a self-normalised ratio (:mod:`._reduce`; compiled for
+numba in :mod:`tokis._backends._numba_reduce`).
+
+Leading batch dimensions: ``log_ratio`` (..., n, T) holds ``R = prod(...)`` independent batches
+(replications). Validation flattens them to ``R * n`` rows (a view), the form runs once over all
+rows, and every reduction runs per batch; scalars of the :class:`Estimate` come back with shape
+(...), per-sample arrays with shape (..., n) (or (..., n, T)). A batch's numbers never depend on
+the other batches: each equals the plain call on that slice bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
+import numpy as np
+
 from .._backends import _numba_forms as nb
+from .._backends import _numba_ratio as nbq
+from .._backends import _numba_reduce as nbr
+from .._backends._cupy import require_cupy
 from .._backends._numba_prepare import prepare_numba
 from .._core._batch import input_library, prepare
 from .._core._validate import check_backend_name
 from .._core._xp import cupy_namespace, to_host
-from .._backends._cupy import require_cupy
 from ._estimate import Estimate
 from ._forms import BatchTransform, PerDecision, SequenceTransform, TokenProduct, TokenSum, evaluate_map, map_params
-from ._reduce import kish, mean_reduce, ratio_reduce, sum_of_ratios_reduce
+from ._plan import plan
+from ._reduce import host, kish, mean_reduce, ratio_reduce, sum_of_ratios_reduce
 
 __all__ = ["evaluate", "resolve_backend", "load_batch"]
 
 
 def resolve_backend(backend: str, library: str = "numpy") -> str:
-    """Map a valid backend name to the one that runs.
+    """Map a valid backend name to the one that runs (for an input of unknown size).
 
     ``"auto"`` is ``"cupy"`` for cupy input (validated, computed and returned on the device)
-    and ``"numba"`` otherwise (numpy input; torch tensors are converted to numpy).
+    and ``"numba"`` otherwise (numpy input; torch tensors are converted to numpy); see
+    :mod:`._plan` for the rule by size.
 
     Raises
     ------
     ValueError
         ``backend="cupy"`` without CuPy or a CUDA device.
     """
-    if backend == "auto":
-        return "cupy" if library == "cupy" else "numba"
     if backend == "cupy" and library != "cupy":
         require_cupy("backend")
-    return backend
+    return plan(backend, library, 1 << 62)[0] if backend == "auto" else backend
+
+
+def _elements(x) -> int:
+    shape = getattr(x, "shape", None)
+    return math.prod(shape) if shape is not None else math.prod(np.shape(x))
 
 
 def load_batch(log_ratio, rewards, mask, backend):
-    """Validate the inputs once; return ``(batch, backend run)``."""
+    """Validate the inputs once; return ``(batch, backend run, threads)``."""
     check_backend_name(backend)
     library = input_library(log_ratio, rewards, mask)
-    be = resolve_backend(backend, library)
+    if backend == "cupy" and library != "cupy":
+        require_cupy("backend")
+    be, threads = plan(backend, library, _elements(log_ratio))
     if be == "numba" and library != "cupy":
         # one compiled validation pass (same Batch, same errors as ``prepare``)
-        return prepare_numba(log_ratio, rewards, mask), be
+        return prepare_numba(log_ratio, rewards, mask, threads=threads), be, threads
     if be == "cupy" and library != "cupy":
         cp = cupy_namespace()
-        host = prepare(log_ratio, rewards, mask)
-        moved = {f: (cp.asarray(getattr(host, f)) if getattr(host, f) is not None else None)
+        host_batch = prepare(log_ratio, rewards, mask)
+        moved = {f: (cp.asarray(getattr(host_batch, f)) if getattr(host_batch, f) is not None else None)
                  for f in ("log_ratio", "returns", "mask", "lengths", "step_rewards", "last_step")}
-        return dataclasses.replace(host, xp=cp, **moved), be
+        return dataclasses.replace(host_batch, xp=cp, **moved), be, threads
     # the cupy backend validates cupy input on the device and keeps it there
-    return prepare(log_ratio, rewards, mask, device=be == "cupy"), be
+    return prepare(log_ratio, rewards, mask, device=be == "cupy"), be, threads
+
+
+@functools.lru_cache(maxsize=None)
+def _param_names(func) -> tuple:
+    return map_params(func)
 
 
 def _map_args(func, params) -> tuple:
-    return tuple(float(params[p]) for p in map_params(func))
+    return tuple(float(params[p]) for p in _param_names(func))
+
+
+@functools.lru_cache(maxsize=1024)
+def _zero_at_zero(func, args: tuple) -> bool:
+    return float(evaluate_map(func, 0.0, dict(zip(_param_names(func), args)))) == 0.0
 
 
 def _skip_mask(func, batch, params) -> bool:
     """Whether a kernel may read every position: all are real, or the map is 0 at the zeroed padding."""
-    return batch.full or float(evaluate_map(func, 0.0, params)) == 0.0
+    return batch.full or _zero_at_zero(func, _map_args(func, params))
 
 
-def _token_sum(form: TokenSum, batch, params, be):
-    if be == "numba":
-        return nb.token_sum(nb.compile_map(form.token), batch.log_ratio, batch.mask,
-                            _skip_mask(form.token, batch, params), _map_args(form.token, params), form.offset,
-                            form.per_length, batch.lengths)
-    return form.weights(batch.xp, batch, params)
+class _Run:
+    """One call: the validated batch, the backend that runs, its threads, the parameters."""
 
+    def __init__(self, spec, batch, be, threads, params):
+        self.spec, self.batch, self.be, self.threads, self.params = spec, batch, be, threads, params
+        self.xp = batch.xp
+        self.R = batch.replications
 
-def _token_product(form: TokenProduct, batch, params, be):
-    if be == "numba":
-        return nb.token_product(nb.compile_map(form.token), batch.log_ratio, batch.mask,
-                                _skip_mask(form.token, batch, params), _map_args(form.token, params),
-                                form.per_length, batch.lengths)
-    return form.log_weights(batch.xp, batch, params)
+    # -- form kernels (rows,) ------------------------------------------------------------
 
+    def token_sum(self, form: TokenSum):
+        b, p = self.batch, self.params
+        if self.be == "numba":
+            return nb.token_sum(form.token, b.log_ratio, b.mask, _skip_mask(form.token, b, p),
+                                _map_args(form.token, p), form.offset, form.per_length, b.lengths, self.threads)
+        return form.weights(self.xp, b, p)
 
-def _log_weights(form, batch, params, be):
-    """Sequence log-weights of a TokenProduct, SequenceTransform or PerDecision form (n,)."""
-    if isinstance(form, SequenceTransform):
-        return evaluate_map(form.transform, _token_product(form.base, batch, params, be), params)
-    if isinstance(form, PerDecision):
-        return _token_product(TokenProduct(form.token), batch, params, be)
-    return _token_product(form, batch, params, be)
+    def token_product(self, form: TokenProduct):
+        b, p = self.batch, self.params
+        if self.be == "numba":
+            return nb.token_product(form.token, b.log_ratio, b.mask, _skip_mask(form.token, b, p),
+                                    _map_args(form.token, p), form.per_length, b.lengths, self.threads)
+        return form.log_weights(self.xp, b, p)
 
+    def log_weights(self, form):
+        """Sequence log-weights of a TokenProduct, SequenceTransform or PerDecision form (rows,)."""
+        if isinstance(form, SequenceTransform):
+            return evaluate_map(form.transform, self.token_product(form.base), self.params)
+        if isinstance(form, PerDecision):
+            return self.token_product(TokenProduct(form.token))
+        return self.token_product(form)
 
-def _fraction(count: int, total: int) -> float:
-    return count / total if total > 0 else math.nan
+    # -- results ---------------------------------------------------------------------------
 
+    def scalar(self, arr):
+        """An (R,) host array as the Estimate's scalar: a float, or an array of the batch shape."""
+        arr = np.asarray(arr)
+        if self.batch.shape == ():
+            return arr.reshape(()).item()
+        return arr.reshape(self.batch.shape)
 
-def _diagnostics(spec, batch, params, be, base_lw) -> dict:
-    xp = batch.xp
-    diag = {"backend": be}
-    diag.update({k: v for k, v in params.items() if isinstance(v, (bool, int, float, str))})
-    total = int(batch.lengths.sum())
-    for key, flag in spec.token_flags.items():
-        if be == "numba":
-            count = nb.count_tokens(nb.compile_map(flag), batch.log_ratio, batch.mask, batch.full,
-                                    _map_args(flag, params))
+    def per_sample(self, arr, tail=()):
+        """A (rows, *tail) or (R, n, *tail) array as (..., n, *tail) in the caller's library."""
+        b = self.batch
+        return b.output(arr.reshape(tuple(b.shape) + (b.n,) + tuple(tail)))
+
+    def diagnostics(self, base_lw) -> dict:
+        spec, b, xp, p = self.spec, self.batch, self.xp, self.params
+        diag = {"backend": self.be}
+        diag.update({k: v for k, v in p.items() if isinstance(v, (bool, int, float, str))})
+        if spec.token_flags:
+            total = host(b.per_batch(b.lengths).sum(axis=1), np.int64)
+        for key, flag in spec.token_flags.items():
+            if self.be == "numba":
+                counts = nb.count_tokens(flag, b.log_ratio, b.mask, b.full, _map_args(flag, p), self.threads)
+            else:
+                counts = (b.mask & evaluate_map(flag, b.log_ratio, p)).sum(axis=1)
+            count = host(b.per_batch(counts).sum(axis=1), np.int64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(total > 0, count / np.maximum(total, 1), math.nan)
+            diag[key] = self.scalar(frac)
+        for key, flag in spec.sequence_flags.items():
+            hit = evaluate_map(flag, base_lw, p)
+            diag[key] = self.scalar(host(b.per_batch(hit).sum(axis=1), np.int64) / b.n)
+        return diag
+
+    def mean(self, diag, h, *, b=None, g=None, log_weights=None, weights=None) -> Estimate:
+        """Mean of ``f_i = exp(b_i) h_i`` (or ``h_i g_i``) per batch; Kish ESS on ``exp(log_weights)`` (or ``weights``)."""
+        if self.be == "numba":
+            value, stderr, ess, log_scale, terms = nbr.mean_batches(h, self.R, b=b, g=g, log_weights=log_weights,
+                                                                    weights=weights, threads=self.threads)
         else:
-            count = int(xp.count_nonzero(batch.mask & evaluate_map(flag, batch.log_ratio, params)))
-        diag[key] = _fraction(count, total)
-    for key, flag in spec.sequence_flags.items():
-        diag[key] = float(xp.count_nonzero(evaluate_map(flag, base_lw, params))) / batch.n
-    return diag
+            batch, xp = self.batch, self.xp
+            if b is None:
+                b, h = xp.zeros_like(h), h * g
+            res = mean_reduce(batch.per_batch(b), batch.per_batch(h))
+            value, stderr, log_scale, terms = res.value, res.stderr, res.log_scale, res.terms
+            if log_weights is None:
+                log_weights, wh = xp.zeros_like(weights), weights
+            else:
+                wh = xp.ones_like(log_weights)
+            ess = kish(batch.per_batch(log_weights), batch.per_batch(wh))
+        return Estimate(value=self.scalar(value), stderr=self.scalar(stderr), n=self.batch.n, ess=self.scalar(ess),
+                        diagnostics=diag, samples=self.per_sample(terms), log_scale=self.scalar(log_scale),
+                        estimator=self.spec.name)
 
+    def ratio(self, diag, lw) -> Estimate:
+        batch = self.batch
+        if self.be == "numba":
+            value, stderr, ess, log_scale, num, den = nbq.ratio_batches(lw, batch.returns, self.R, self.threads)
+        else:
+            res = ratio_reduce(batch.per_batch(lw), batch.per_batch(batch.returns))
+            value, stderr, log_scale, num, den = res.value, res.stderr, res.log_scale, res.numerator, res.denominator
+            ess = kish(batch.per_batch(lw), self.xp.ones_like(batch.per_batch(lw)))
+        return Estimate(value=self.scalar(value), stderr=self.scalar(stderr), n=batch.n, ess=self.scalar(ess),
+                        diagnostics=diag, numerator=self.per_sample(num), denominator=self.per_sample(den),
+                        log_scale=self.scalar(log_scale), estimator=self.spec.name)
 
-def _mean(spec, batch, be, diag, b, h, wb, wh) -> Estimate:
-    """Mean of ``f_i = exp(b_i) h_i``; Kish ESS on the weights ``exp(wb_i) wh_i``."""
-    res = mean_reduce(b, h)
-    return Estimate(value=res.value, stderr=res.stderr, n=batch.n, ess=kish(wb, wh), diagnostics=diag,
-                    samples=batch.output(res.terms), log_scale=res.log_scale, estimator=spec.name)
+    def per_decision_ratio(self, diag) -> Estimate:
+        form, batch, xp, p = self.spec.form, self.batch, self.xp, self.params
+        R, n, T = self.R, batch.n, batch.log_ratio.shape[1]
+        if self.be == "numba":
+            num, den, m = nb.per_decision_columns(form.token, batch.log_ratio, batch.mask, batch.full, batch.rewards,
+                                                  _map_args(form.token, p), R, self.threads)
+        else:
+            prefix = form.prefix_log_weights(xp, batch, p).reshape(R, n, T)
+            m = prefix.max(axis=1)
+            m = xp.where(xp.isfinite(m), m, 0.0)
+            den = xp.exp(prefix - m[:, None, :]).reshape(R * n, T)
+            num = den * batch.rewards
+        active = batch.per_batch(batch.rewards != 0).any(axis=1)
+        value, stderr, ratios = sum_of_ratios_reduce(num.reshape(R, n, T), den.reshape(R, n, T), active)
+        lw = self.log_weights(form)
+        ess = kish(batch.per_batch(lw), xp.ones_like(batch.per_batch(lw)))
+        diag = {**diag, "column_log_scale": batch.output(batch.unflatten(m)),
+                "step_ratios": batch.output(batch.unflatten(ratios))}
+        return Estimate(value=self.scalar(value), stderr=self.scalar(stderr), n=n, ess=self.scalar(ess),
+                        diagnostics=diag, numerator=self.per_sample(num, (T,)), denominator=self.per_sample(den, (T,)),
+                        log_scale=self.scalar(np.zeros(R)), estimator=self.spec.name)
 
-
-def _ratio(spec, batch, be, diag, lw) -> Estimate:
-    res = ratio_reduce(lw, batch.returns)
-    return Estimate(value=res.value, stderr=res.stderr, n=batch.n, ess=kish(lw, batch.xp.ones_like(lw)),
-                    diagnostics=diag, numerator=batch.output(res.numerator),
-                    denominator=batch.output(res.denominator), log_scale=res.log_scale, estimator=spec.name)
-
-
-def _per_decision_ratio(spec, batch, be, diag, params) -> Estimate:
-    form, xp = spec.form, batch.xp
-    if be == "numba":
-        num, den, m = nb.per_decision_columns(nb.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
-                                              batch.rewards, _map_args(form.token, params))
-    else:
-        prefix = form.prefix_log_weights(xp, batch, params)
-        m = prefix.max(axis=0)
-        m = xp.where(xp.isfinite(m), m, 0.0)
-        den = xp.exp(prefix - m[None, :])
-        num = den * batch.rewards
-    value, stderr, ratios = sum_of_ratios_reduce(num, den, (batch.rewards != 0).any(axis=0))
-    lw = _log_weights(form, batch, params, be)
-    diag = {**diag, "column_log_scale": batch.output(m), "step_ratios": batch.output(ratios)}
-    return Estimate(value=value, stderr=stderr, n=batch.n, ess=kish(lw, xp.ones_like(lw)), diagnostics=diag,
-                    numerator=batch.output(num), denominator=batch.output(den), log_scale=0.0, estimator=spec.name)
+    def batch_transform(self, reduce: BatchTransform, lw, diag):
+        """Transform each batch's (n,) log-weights on the host; the diagnostics become (...) arrays."""
+        b = self.batch
+        blocks = b.per_batch(to_host(lw))
+        out = np.empty(blocks.shape)
+        extras = []
+        for r in range(self.R):
+            new, extra = reduce.transform(blocks[r], **self.params)
+            out[r] = new
+            extras.append(extra)
+        if b.shape == ():
+            diag.update(extras[0])
+        else:
+            diag.update({k: np.asarray([e[k] for e in extras]).reshape(b.shape) for k in extras[0]})
+        # whether the estimate depends on the batch as a whole (psis; trunc_seq with c="ionides"):
+        # intervals that assume independent per-sample terms read this
+        diag["batch_transform"] = not reduce.is_per_sample(self.params)
+        return self.xp.asarray(out.reshape(-1))
 
 
 def evaluate(spec, log_ratio, rewards, mask=None, backend="auto", **given) -> Estimate:
-    """Run estimator ``spec`` on one batch (what ``spec(log_ratio, rewards, ...)`` does).
+    """Run estimator ``spec`` on one batch, or on many along leading dimensions (what ``spec(...)`` does).
 
     Parameters
     ----------
     spec : EstimatorSpec
-    log_ratio : array (n, T)
-    rewards : array (n,) or (n, T)
-    mask : bool array (n, T), optional
+    log_ratio : array (n, T) or (..., n, T)
+    rewards : array (..., n) or (..., n, T)
+    mask : bool array (..., n, T), optional
     backend : {"auto", "numpy", "numba", "cupy"}
     **given
         The estimator's parameters (checked by ``spec.check_params``; defaults filled in).
@@ -164,46 +255,40 @@ def evaluate(spec, log_ratio, rewards, mask=None, backend="auto", **given) -> Es
     Returns
     -------
     Estimate
+        Scalars (value, stderr, ess, log_scale, per-call diagnostics) are floats for (n, T)
+        input and arrays of shape (...) otherwise; per-sample arrays are (..., n).
     """
     params = spec.check_params(given)
-    batch, be = load_batch(log_ratio, rewards, mask, backend)
+    batch, be, threads = load_batch(log_ratio, rewards, mask, backend)
+    run = _Run(spec, batch, be, threads, params)
     form, xp = spec.form, batch.xp
     if isinstance(form, TokenSum):
-        s = _token_sum(form, batch, params, be)
-        zeros = xp.zeros_like(s)
-        diag = _diagnostics(spec, batch, params, be, None)
-        return _mean(spec, batch, be, diag, zeros, s * batch.returns, zeros, s)
+        s = run.token_sum(form)
+        return run.mean(run.diagnostics(None), s, g=batch.returns, weights=s)
     if isinstance(form, PerDecision):
-        diag = _diagnostics(spec, batch, params, be, None)
+        diag = run.diagnostics(None)
         if spec.reduce == "ratio":
-            return _per_decision_ratio(spec, batch, be, diag, params)
-        lw = _log_weights(form, batch, params, be)
-        ones = xp.ones_like(lw)
+            return run.per_decision_ratio(diag)
         if batch.terminal_only:  # one reward, at the last step: exp(sum_t y) G
-            return _mean(spec, batch, be, diag, lw, batch.returns, lw, ones)
+            lw = run.log_weights(form)
+            return run.mean(diag, batch.returns, b=lw, log_weights=lw)
         if be == "numba":
-            b, h, _ = nb.per_decision(nb.compile_map(form.token), batch.log_ratio, batch.mask, batch.full,
-                                      batch.rewards, _map_args(form.token, params))
+            b, h, lw = nb.per_decision(form.token, batch.log_ratio, batch.mask, batch.full, batch.rewards,
+                                       _map_args(form.token, params), threads)
         else:
+            lw = run.log_weights(form)
             b, h = _per_decision_pieces(xp, form.prefix_log_weights(xp, batch, params), batch.rewards)
-        return _mean(spec, batch, be, diag, b, h, lw, ones)
-    base_lw = _token_product(form.base if isinstance(form, SequenceTransform) else form, batch, params, be)
+        return run.mean(diag, h, b=b, log_weights=lw)
+    base_lw = run.token_product(form.base if isinstance(form, SequenceTransform) else form)
     lw = evaluate_map(form.transform, base_lw, params) if isinstance(form, SequenceTransform) else base_lw
-    diag = _diagnostics(spec, batch, params, be, base_lw)
+    diag = run.diagnostics(base_lw)
     reduce = spec.reduce
     if isinstance(reduce, BatchTransform):
-        # the batch transform sorts/fits the n log-weights on the host (one (n,) copy each way)
-        new, extra = reduce.transform(to_host(lw), **params)
-        lw = xp.asarray(new)
-        diag.update(extra)
-        # whether the estimate depends on the batch as a whole (psis; trunc_seq with c="ionides"):
-        # intervals that assume independent per-sample terms read this
-        diag["batch_transform"] = not reduce.is_per_sample(params)
+        lw = run.batch_transform(reduce, lw, diag)
         reduce = reduce.reduction(params)
     if reduce == "ratio":
-        return _ratio(spec, batch, be, diag, lw)
-    ones = xp.ones_like(lw)
-    return _mean(spec, batch, be, diag, lw, batch.returns, lw, ones)
+        return run.ratio(diag, lw)
+    return run.mean(diag, batch.returns, b=lw, log_weights=lw)
 
 
 def _per_decision_pieces(xp, prefix, rewards):

@@ -7,6 +7,12 @@ times ``exp(-log_scale)``: the interval is computed on the stored scale and mult
 overflowing in between). Every method is equivariant under that positive rescaling, so the
 result is the interval of the true-scale statistics.
 
+A batched Estimate (leading batch dimensions) gets every batch's own interval, as two arrays of
+the batch shape: ``"normal"`` elementwise on the arrays, every other method batch by batch on
+``est[i]`` (the bootstrap and the bounds are per-batch computations). ``"bca"`` with an integer
+``rng`` resamples every batch with that seed, exactly as ``est[i].ci(method="bca", rng=seed)``;
+with a Generator (or None) one stream is drawn from batch after batch.
+
 Two-sided intervals ``(lo, hi)``
 --------------------------------
 ``"normal"``
@@ -274,6 +280,25 @@ def _hoeffding(est, level, upper):
     return (_rescale(lo, est.log_scale), math.inf)
 
 
+def _batched(est, shape, level, method, rng, upper, truncation, n_resamples):
+    """Every batch's own interval, as two arrays of the batch shape."""
+    from statistics import NormalDist
+
+    if method == "normal":  # elementwise, on the arrays at once
+        z = NormalDist().inv_cdf(0.5 + level / 2.0)
+        value, stderr = np.asarray(est.value), np.asarray(est.stderr)
+        return (value - z * stderr, value + z * stderr)
+    if method == "bca" and isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        rng = int(rng)  # each batch is resampled with this seed, as its own call would be
+    elif method == "bca":
+        rng = np.random.default_rng(rng)  # one stream, drawn from batch after batch
+    lo, hi = np.empty(shape), np.empty(shape)
+    for idx in np.ndindex(shape):
+        lo[idx], hi[idx] = interval(est[idx], level, method=method, rng=rng, upper=upper, truncation=truncation,
+                                    n_resamples=n_resamples)
+    return lo, hi
+
+
 def interval(est, level=0.95, *, method="normal", rng=None, upper=None, truncation=None, n_resamples=None):
     """The interval of :meth:`Estimate.ci` (see the module docstring for every method)."""
     from statistics import NormalDist
@@ -293,6 +318,9 @@ def interval(est, level=0.95, *, method="normal", rng=None, upper=None, truncati
         raise ValueError(f"n_resamples= is an option of method 'bca', not of {method!r}")
     if rng is not None and method != "bca":
         raise ValueError(f"rng= is an option of method 'bca' (the only randomised method), not of {method!r}")
+    shape = est.batch_shape
+    if shape != ():
+        return _batched(est, shape, level, method, rng, upper, truncation, n_resamples)
     if method == "normal":
         z = NormalDist().inv_cdf(0.5 + level / 2.0)
         return _z_interval(est, z)

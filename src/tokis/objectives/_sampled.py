@@ -116,7 +116,10 @@ def gradient(objective, rollouts: Rollouts, policy: Policy, *, anchor: Policy | 
 
     Returns
     -------
-    float64 array shaped like ``policy.logits``
+    float64 array shaped like ``policy.logits``, or (R, *logits.shape) for Rollouts of R seeds
+        (``tokis.envs.sample(..., seed=[...])``): replication ``r``'s gradient is the call on
+        ``rollouts[r]`` (with ``advantages[r]``), bit for bit. The replications run one after the
+        other (each is a scatter-add into its own logits-shaped accumulator).
 
     Notes
     -----
@@ -134,6 +137,21 @@ def gradient(objective, rollouts: Rollouts, policy: Policy, *, anchor: Policy | 
         raise TypeError(f"policy must be a tokis.envs.Policy, got {type(policy).__name__}")
     if anchor is not None and not isinstance(anchor, Policy):
         raise TypeError(f"anchor must be a tokis.envs.Policy or None, got {type(anchor).__name__}")
+    if rollouts.batch_shape:
+        R = rollouts.batch_shape[0]
+        if settings.advantage == "critic" and advantages is not None:
+            adv = np.asarray(advantages, dtype=np.float64)
+            want = (R, rollouts.n, rollouts.horizon)
+            if adv.shape != want:
+                raise ValueError(f"advantages must have shape {want} for Rollouts of {R} seeds, got {adv.shape}")
+        else:
+            adv = [advantages] * R
+        return np.stack([_gradient(spec, settings, rollouts[r], policy, anchor, adv[r], backend) for r in range(R)])
+    return _gradient(spec, settings, rollouts, policy, anchor, advantages, backend)
+
+
+def _gradient(spec, settings, rollouts, policy, anchor, advantages, backend) -> np.ndarray:
+    """:func:`gradient` of one batch (validated arguments)."""
     mask, tokens, contexts = rollouts.mask, rollouts.tokens, rollouts.contexts
     n, T = mask.shape
     lp_theta = token_log_probs(policy, tokens, contexts, mask)
