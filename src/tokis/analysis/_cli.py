@@ -111,16 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "every objective is exact)")
     sw.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
     A.add_scheduler(sw)
-    o = gr.add_argument_group("output and results store")
-    o.add_argument("--out", default=None, metavar="DIR",
-                   help="write CSV, LaTeX and PNG plots (cosine and SNR against T, surrogate landscape) to DIR")
-    o.add_argument("--store", default=None, metavar="PATH",
-                   help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
-    o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
-    o.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
+    A.add_output(gr, out="write CSV, LaTeX and PNG plots (cosine and SNR against T, surrogate landscape) to DIR")
     gr.set_defaults(replications=2, backend="auto")  # no Monte Carlo here: what the shared A.validate_run reads
 
     cv = sub.add_parser("coverage", help="real coverage of confidence intervals against exact truth",

@@ -15,7 +15,7 @@ import time
 from ._progress import default_mode
 from ._names import FAMILIES, REWARDS, ROUNDINGS
 
-__all__ = ["UsageError", "Parser", "add_family", "add_behavior", "add_run", "add_scheduler", "family", "behavior",
+__all__ = ["UsageError", "Parser", "add_family", "add_behavior", "add_run", "add_output", "add_scheduler", "family", "behavior",
            "int_list", "store", "run_kwargs", "validate_run", "say", "report_counts"]
 
 
@@ -79,14 +79,20 @@ def add_run(p, *, estimators: str | None, n: int = 256, replications: int = 100)
     g.add_argument("--backend", default="auto", help="sampling/estimator backend: auto, numpy, numba, cupy")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
     add_scheduler(g)
+    add_output(p)
+
+
+def add_output(p, *, out: str = "write CSV, LaTeX and PNG plots to DIR", out_default=None, unit: str = "cell"):
+    """The output and results-store options (``--out``, ``--store``, ``--no-store``, ``--progress``, ``--digits``)."""
     o = p.add_argument_group("output and results store")
-    o.add_argument("--out", default=None, metavar="DIR", help="write CSV, LaTeX and PNG plots to DIR")
+    o.add_argument("--out", default=out_default, metavar="DIR", help=out)
     o.add_argument("--store", default=None, metavar="PATH",
                    help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
     o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
     o.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+                   help=f"show a progress bar over {unit}s (default: a bar when stderr is a terminal, else a line per "
+                        "finished point)")
+    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
     o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
 
 

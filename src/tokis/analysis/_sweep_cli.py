@@ -29,17 +29,8 @@ def add_parser(subparsers):
     g = p.add_argument_group("execution")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (default 1)")
     A.add_scheduler(g)
-    o = p.add_argument_group("output and results store")
-    o.add_argument("--out", default=".", metavar="DIR",
-                   help="directory of the combined CSV <grid name>.csv and its LaTeX table (default: the current "
-                        "directory)")
-    o.add_argument("--store", default=None, metavar="PATH",
-                   help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
-    o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
-    o.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar over cells (default: when stderr is a terminal)")
-    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    o.add_argument("--digits", type=int, default=4, help="significant digits in the printed table (default 4)")
+    A.add_output(p, out="directory of the combined CSV <grid name>.csv and its LaTeX table (default: the current "
+                        "directory)", out_default=".")
     return p
 
 

@@ -51,17 +51,8 @@ def add_parser(subparsers):
     g.add_argument("--seed", type=int, default=0, help="master seed of the runs (default 0)")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="local processes, one run each (default 1)")
     A.add_scheduler(g)
-    o = p.add_argument_group("output and results store")
-    o.add_argument("--out", default=None, metavar="DIR",
-                   help="write CSV (every update of every run, the learning curves, the summary), LaTeX and PNG "
-                        "plots (J against updates and sampled tokens; KL, clip fraction, cosine) to DIR")
-    o.add_argument("--store", default=None, metavar="PATH",
-                   help="SQLite results store (default $TOKIS_STORE or ~/.cache/tokis/results.sqlite)")
-    o.add_argument("--no-store", action="store_true", help="do not read or write the results store")
-    o.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar over runs (default: when stderr is a terminal)")
-    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    o.add_argument("--digits", type=int, default=4, help="significant digits in the printed tables (default 4)")
+    A.add_output(p, out="write CSV (every update of every run, the learning curves, the summary), LaTeX and PNG "
+                        "plots (J against updates and sampled tokens; KL, clip fraction, cosine) to DIR", unit="run")
     return p
 
 
