@@ -29,7 +29,7 @@ def test_all_lists_are_pinned():
     assert set(exact.__all__) == EXACT
     assert ESTIMATORS | {"REGISTRY", "Estimate", "EstimatorSpec", "diagnose", "Diagnostics", "get_estimator",
                          "list_estimators", "BACKENDS", "TokenSum", "TokenProduct", "PerDecision",
-                         "SequenceTransform", "BatchTransform", "Param", "define", "register"} == set(est.__all__)
+                         "SequenceTransform", "BatchTransform", "Param", "define", "register", "prepare"} == set(est.__all__)
     for mod in (envs, exact, est):
         for name in mod.__all__:
             assert hasattr(mod, name), name
@@ -41,6 +41,7 @@ def test_registry_covers_every_estimator_function():
         assert spec is getattr(est, name)
         params = inspect.signature(spec).parameters
         assert list(params)[:2] == ["log_ratio", "rewards"]
+        assert params["rewards"].default is None  # omitted with a batch from est.prepare
         assert params["mask"].kind is inspect.Parameter.KEYWORD_ONLY
         assert params["backend"].default == "auto"
         for p, default in spec.params.items():
@@ -56,5 +57,9 @@ def test_signatures_of_the_contract():
     assert sig.parameters["backend"].default == "auto"
     sig = inspect.signature(exact.moments)
     assert list(sig.parameters)[:5] == ["mdp", "target", "behavior", "estimator", "n"]
+    sig = inspect.signature(est.prepare)
+    assert list(sig.parameters) == ["log_ratio", "rewards", "mask", "backend"]
+    assert sig.parameters["mask"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["backend"].default == "auto"
     sig = inspect.signature(envs.perturb)
     assert {"kl", "chi2", "seed"} <= set(sig.parameters)

@@ -7,7 +7,7 @@ from _reference import enumerate_sequences
 
 from tokis.envs import Policy, TokenMDP, sample
 from tokis._core._rng import uniforms
-from tokis.envs._sample import _sample_numpy, sampling_tables
+from tokis.envs._sample import _sample_numpy, sample_ratios, sampling_tables
 
 Z = 5.0  # tolerance in exact standard errors; with ~100 cells per test the false-alarm rate is < 1e-4
 
@@ -230,3 +230,92 @@ def test_one_seed_has_no_replication_axis(rng):
     assert r.batch_shape == ()
     with pytest.raises(TypeError, match="one seed"):
         r[0]
+
+
+# --------------------------------------------------------------------------- lean sampling for estimates
+
+
+def _same_fields(got, ro, where):
+    for name, x in zip(("log_ratio", "rewards", "mask"), got):
+        y = getattr(ro, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, (where, name)
+        np.testing.assert_array_equal(x, y, err_msg=f"{where}.{name}")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "auto"])
+@pytest.mark.parametrize("case", list(random_cases(31, 16)), ids=lambda c: c[3])
+def test_sample_ratios_are_the_fields_of_sample(case, backend):
+    # eos, step rewards, several starts, Bernoulli reward noise and time-dependent policies
+    # (random_cases cycles through them): bit for bit the numpy reference's fields
+    mdp, pi, mu, _ = case
+    seeds = [5, 2**64 - 1, 5]
+    got = sample_ratios(mdp, mu, pi, 41, seeds, backend)
+    assert got[0].shape == (3, 41, mdp.horizon)
+    _same_fields(got, sample(mdp, mu, 41, target=pi, seed=seeds, backend="numpy"), "seeds")
+    _same_fields(sample_ratios(mdp, mu, pi, 41, 9, backend), sample(mdp, mu, 41, target=pi, seed=9, backend="numpy"),
+                 "one seed")
+
+
+def test_sample_ratios_on_every_thread_equal_the_reference(rng, monkeypatch):
+    # longer sequences ending early (eos: whole blocks end before T), a zero-probability target
+    # token (-inf log-ratio), noisy terminal rewards, 256-row work items in parallel
+    from tokis._backends import _chunks
+
+    base = random_mdp(rng, S=4, V=5, T=12, eos=True, step_reward=True, multi_start=True)
+    mdp = TokenMDP(base.next_context, horizon=12, terminal_reward=rng.uniform(size=4), step_reward=base.step_reward,
+                   start=base.start, eos=base.eos, reward_noise="bernoulli")
+    pi, mu = random_policy_pair(rng, mdp, time_dependent=True)
+    logits = pi.logits.copy()
+    logits[:, :, 1] = -np.inf
+    pi = Policy(logits)
+    seeds = [11, 12, 13]
+    monkeypatch.setattr(_chunks, "SAMPLE_PARALLEL_MIN", 0)
+    got = sample_ratios(mdp, mu, pi, 700, seeds, "numba")
+    ref = sample(mdp, mu, 700, target=pi, seed=seeds, backend="numpy")
+    assert np.isneginf(ref.log_ratio).any() and (ref.lengths < 12).any() and (ref.lengths == 12).any()
+    _same_fields(got, ref, "parallel")
+    monkeypatch.setattr(_chunks, "SAMPLE_PARALLEL_MIN", 1 << 62)
+    _same_fields(sample_ratios(mdp, mu, pi, 700, seeds, "numba"), ref, "serial")
+
+
+def test_sample_ratios_errors():
+    mdp = TokenMDP(np.array([[0, 1], [1, 0]]), horizon=2)
+    pol = Policy(np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="target must be a Policy"):
+        sample_ratios(mdp, pol, None, 3, [1])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        sample_ratios(mdp, pol, pol, 0, [1])
+    with pytest.raises(ValueError, match=r"seed\[1\]"):
+        sample_ratios(mdp, pol, pol, 3, [1, -1])
+    with pytest.raises(ValueError, match="target logits have shape"):
+        sample_ratios(mdp, pol, Policy(np.zeros((3, 2))), 3, [1])
+    with pytest.raises(ValueError, match="backend must be one of"):
+        sample_ratios(mdp, pol, pol, 3, [1], "torch")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_sample_ratios_write_into_reused_buffers(rng, backend):
+    mdp = random_mdp(rng, S=3, V=4, T=6, eos=True, step_reward=True)
+    pi, mu = random_policy_pair(rng, mdp)
+    shape = (3, 50, 6)
+    buffers = (np.full(shape, np.nan), np.full(shape, np.nan), np.ones(shape, dtype=bool))
+    for seeds in ([1, 2, 3], [4, 5]):  # a full chunk, then a shorter last one in the same buffers
+        out = tuple(b[:len(seeds)] for b in buffers)
+        got = sample_ratios(mdp, mu, pi, 50, seeds, backend, out=out)
+        assert all(np.shares_memory(g, o) for g, o in zip(got, out))
+        _same_fields(got, sample(mdp, mu, 50, target=pi, seed=seeds, backend="numpy"), f"out {seeds}")
+
+
+def test_sample_ratios_out_errors(rng):
+    mdp = random_mdp(rng, S=3, V=4, T=6)
+    pi, mu = random_policy_pair(rng, mdp)
+    shape = (2, 5, 6)
+    good = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))
+    with pytest.raises(TypeError, match="out must be a tuple of three arrays"):
+        sample_ratios(mdp, mu, pi, 5, [1, 2], out=list(good))
+    with pytest.raises(ValueError, match=r"out mask must be a writeable C-contiguous bool array of shape \(2, 5, 6\)"):
+        sample_ratios(mdp, mu, pi, 5, [1, 2], out=good[:2] + (np.empty(shape),))
+    with pytest.raises(ValueError, match="out log_ratio must be"):
+        sample_ratios(mdp, mu, pi, 5, [1, 2, 3], out=good)
+    with pytest.raises(ValueError, match="out rewards must be"):
+        sample_ratios(mdp, mu, pi, 5, [1, 2], out=(good[0], np.empty((2, 6, 5)).transpose(0, 2, 1), good[2]))

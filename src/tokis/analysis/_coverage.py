@@ -57,7 +57,9 @@ import numpy as np
 import pandas as pd
 
 from ._progress import progress as progress_counter
-from .. import envs, exact
+from .. import exact
+from ..envs._sample import sample_ratios
+from ..estimators import prepare
 from ..estimators._forms import TokenSum
 from ..estimators._intervals import LOWER_BOUNDS, METHODS, NotApplicableError
 from ._common import as_behavior, as_family, parse_horizons
@@ -183,12 +185,16 @@ def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resa
                 if m in LOWER_BOUNDS:
                     failed[k][m] = f"ci method {m!r} does not apply: {reason}"
     step = replication_chunk(n, mdp.horizon, R)
+    shape = (min(step, R), n, mdp.horizon)
+    buffers = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))  # reused by every chunk
     for j0 in range(0, R, step):  # replications as an array axis: one sampler call, one call per estimator
         part = list(seeds[j0:j0 + step])
         rows = slice(j0, j0 + len(part))
-        ro = envs.sample(mdp, behavior, n, target=target, seed=part, backend=backend)
+        out = tuple(b[:len(part)] for b in buffers)
+        log_ratio, rewards, mask = sample_ratios(mdp, behavior, target, n, part, backend, out=out)
+        batch = prepare(log_ratio, rewards, mask=mask, backend=backend)  # validated once per chunk
         for k in range(K):
-            est = funcs[k](ro.log_ratio, ro.rewards, mask=ro.mask, backend=backend, **specs[k].kwargs)
+            est = funcs[k](batch, **specs[k].kwargs)
             for m in todo[k]:
                 if m in failed[k]:
                     continue

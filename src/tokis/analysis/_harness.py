@@ -490,10 +490,13 @@ def _simulate(mdp, target, behavior, specs, n, seeds, backend):
     """Estimates and ESS of every spec on every replication: two arrays (K, R).
 
     Replications are an array axis: one sampler call draws a chunk of them (as many as fit in
-    :func:`~tokis.analysis._memory.replication_chunk`'s budget) and each estimator reduces the
-    whole chunk in one call; replication ``r`` is bit for bit the batch of seed ``seeds[r]``.
+    :func:`~tokis.analysis._memory.replication_chunk`'s budget; only the log-ratios, rewards and
+    mask, :func:`tokis.envs._sample.sample_ratios`), the chunk is validated once
+    (:func:`tokis.estimators.prepare`) and each estimator reduces the whole chunk in one call;
+    replication ``r`` is bit for bit the batch of seed ``seeds[r]``.
     """
-    from .. import envs
+    from ..envs._sample import sample_ratios
+    from ..estimators import prepare
 
     K, R = len(specs), len(seeds)
     values = np.full((K, R), np.nan)
@@ -501,11 +504,15 @@ def _simulate(mdp, target, behavior, specs, n, seeds, backend):
     funcs = [s.resolve() for s in specs]
     kwargs = [s.kwargs for s in specs]
     step = replication_chunk(n, mdp.horizon, R)
+    shape = (min(step, R), n, mdp.horizon)
+    buffers = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))  # reused by every chunk
     for lo in range(0, R, step):
         part = list(seeds[lo:lo + step])
-        ro = envs.sample(mdp, behavior, n, target=target, seed=part, backend=backend)
+        out = tuple(b[:len(part)] for b in buffers)
+        log_ratio, rewards, mask = sample_ratios(mdp, behavior, target, n, part, backend, out=out)
+        batch = prepare(log_ratio, rewards, mask=mask, backend=backend)
         for k in range(K):
-            est = funcs[k](ro.log_ratio, ro.rewards, mask=ro.mask, backend=backend, **kwargs[k])
+            est = funcs[k](batch, **kwargs[k])
             values[k, lo:lo + len(part)] = est.value
             ess[k, lo:lo + len(part)] = est.ess
     return values, ess

@@ -19,7 +19,7 @@ from ._mdp import TokenMDP
 from ._policy import Policy, as_policy
 from .._core._rng import STREAM_REWARD, STREAM_TOKEN, check_seed, uniforms
 
-__all__ = ["Rollouts", "sample", "sampling_tables", "BACKENDS"]
+__all__ = ["Rollouts", "sample", "sample_ratios", "sampling_tables", "BACKENDS"]
 
 BACKENDS = ("auto", "numpy", "numba", "cupy")
 
@@ -208,6 +208,18 @@ def _check_seeds(seed):
     return check_seed(seed)
 
 
+def _sample_iv(mdp, behavior, target, n, seed, backend):
+    """The checks of :func:`sample`: ``(behavior, target, n, seed, backend)`` validated."""
+    if not isinstance(mdp, TokenMDP):
+        raise TypeError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    behavior = as_policy(behavior, "behavior")
+    behavior.check_compatible(mdp, "behavior")
+    if target is not None:
+        target = as_policy(target, "target")
+        target.check_compatible(mdp, "target")
+    return behavior, target, check_positive_int(n, "n"), _check_seeds(seed), _validate_backend(backend)
+
+
 def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts:
     """Sample ``n`` sequences from ``behavior`` in ``mdp`` -- or R batches of them, one per seed.
 
@@ -258,16 +270,7 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
         Bad MDP or policies, ``n < 1``, a seed outside ``[0, 2**64)`` or not an integer (the
         message names ``seed[k]`` in a sequence), an empty sequence of seeds, an unknown backend.
     """
-    if not isinstance(mdp, TokenMDP):
-        raise TypeError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
-    behavior = as_policy(behavior, "behavior")
-    behavior.check_compatible(mdp, "behavior")
-    if target is not None:
-        target = as_policy(target, "target")
-        target.check_compatible(mdp, "target")
-    n = check_positive_int(n, "n")
-    seed = _check_seeds(seed)
-    backend = _validate_backend(backend)
+    behavior, target, n, seed, backend = _sample_iv(mdp, behavior, target, n, seed, backend)
     cdf = sampling_tables(behavior)
     if backend in ("auto", "numba"):  # tokens and every other field in one parallel pass
         from .._backends._numba_sample import rollouts_numba
@@ -284,6 +287,72 @@ def sample(mdp, behavior, n, *, target=None, seed=0, backend="auto") -> Rollouts
                            for f in dataclasses.fields(Rollouts)})
     tokens, contexts = _dispatch(backend)(mdp, cdf, n, seed)
     return _assemble(mdp, behavior, target, tokens, contexts, seed)
+
+
+def _check_out(out, shape):
+    """``out`` for :func:`sample_ratios`: three C-contiguous arrays of ``shape`` (float64, float64, bool)."""
+    want = (np.dtype(np.float64), np.dtype(np.float64), np.dtype(np.bool_))
+    if not (isinstance(out, tuple) and len(out) == 3):
+        raise TypeError(f"out must be a tuple of three arrays (log_ratio, rewards, mask), got {type(out).__name__}")
+    for name, a, dt in zip(("log_ratio", "rewards", "mask"), out, want):
+        if not (isinstance(a, np.ndarray) and a.dtype == dt and a.shape == shape and a.flags.c_contiguous
+                and a.flags.writeable):
+            got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(f"out {name} must be a writeable C-contiguous {dt} array of shape {shape}, got {got}")
+
+
+def sample_ratios(mdp, behavior, target, n, seed, backend="auto", *, out=None) -> tuple:
+    """What an estimator reads of ``sample(mdp, behavior, n, target=target, seed=seed, backend=backend)``.
+
+    Returns ``(log_ratio, rewards, mask)``, bit for bit those fields of :func:`sample` (same
+    checks, same errors), with the leading axis of length R for a sequence of R seeds. The
+    numba backend (and ``"auto"``) draws them in a lean pass that writes nothing else -- no
+    tokens, contexts or log-probabilities: 17 of the 49 bytes per token slot
+    (:func:`tokis._backends._numba_sample.ratios_numba`); numpy and cupy take the fields of
+    :func:`sample`. The Monte Carlo harness and ``tokis coverage`` sample with it.
+
+    Parameters
+    ----------
+    mdp : TokenMDP
+    behavior, target : Policy
+        mu (sampled from) and pi; ``target`` is required.
+    n : int
+    seed : int or sequence of int
+    backend : {"auto", "numpy", "numba", "cupy"}
+    out : tuple of three arrays, optional
+        ``(log_ratio, rewards, mask)`` of the result's shape, dtypes float64, float64, bool,
+        C-contiguous: written and returned (a loop over chunks reuses its buffers; the kernel
+        then writes to pages already touched instead of fresh ones).
+
+    Returns
+    -------
+    log_ratio : float64 (n, T) or (R, n, T)
+    rewards : float64 (n, T) or (R, n, T)
+    mask : bool (n, T) or (R, n, T)
+
+    Raises
+    ------
+    TypeError
+        ``target`` is None; and every error of :func:`sample`.
+    """
+    if target is None:
+        raise TypeError("target must be a Policy: sample_ratios returns log pi - log mu")
+    behavior, target, n, seed, backend = _sample_iv(mdp, behavior, target, n, seed, backend)
+    shape = ((len(seed),) if isinstance(seed, list) else ()) + (n, mdp.horizon)
+    if out is not None:
+        _check_out(out, shape)
+    if backend not in ("auto", "numba"):
+        ro = sample(mdp, behavior, n, target=target, seed=seed, backend=backend)
+        fields = (ro.log_ratio, ro.rewards, ro.mask)
+        if out is None:
+            return fields
+        for a, b in zip(out, fields):
+            np.copyto(a, b)
+        return out
+    from .._backends._numba_sample import ratios_numba
+
+    fields = ratios_numba(mdp, behavior, target, sampling_tables(behavior), n, seed, out)
+    return tuple(v.reshape(shape) for v in fields)
 
 
 def _dispatch(backend: str):

@@ -23,6 +23,9 @@ Conventions
 - Leading batch dimensions are independent batches (replications): ``log_ratio`` (..., n, T),
   ``rewards`` (..., n) or (..., n, T), ``mask`` (..., n, T) give an :class:`Estimate` whose
   scalars have shape (...), each batch equal bit for bit to the call on its slice (``est[i]``).
+- Several estimators on the same arrays: :func:`prepare` validates them once (for one
+  backend) and every estimator takes the result in place of ``log_ratio``
+  (``seq(prepare(log_ratio, rewards, mask=mask))``), giving the raw call's numbers bit for bit.
 - ``backend="auto"`` is cupy for cupy input (the array path runs on the device, results stay
   there) and numba otherwise (one compiled kernel per form family with the token map inlined,
   on one thread below a measured size: see :mod:`tokis.estimators._plan`).
@@ -49,6 +52,7 @@ from ._define import REGISTRY, EstimatorSpec, Param, define, get_estimator, list
 from ._diagnose import Diagnostics, diagnose
 from ._estimate import Estimate
 from ._forms import BatchTransform, PerDecision, SequenceTransform, TokenProduct, TokenSum
+from ._prepared import prepare
 
 __all__ = [
     "BACKENDS",
@@ -72,6 +76,7 @@ __all__ = [
     "mask_seq",
     "mask_tok",
     "pdis",
+    "prepare",
     "psis",
     "register",
     "seq",

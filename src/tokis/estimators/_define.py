@@ -61,7 +61,7 @@ def _as_param(value) -> Param:
 
 _SIGNATURE_HEAD = [
     inspect.Parameter("log_ratio", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-    inspect.Parameter("rewards", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("rewards", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
     inspect.Parameter("mask", inspect.Parameter.KEYWORD_ONLY, default=None),
 ]
 
@@ -78,7 +78,8 @@ class EstimatorSpec:
     r"""One estimator: a form, a reduction, its parameters and metadata. Callable.
 
     ``spec(log_ratio, rewards, *, mask=None, backend="auto", **params) -> Estimate`` (see
-    :func:`evaluate` in :mod:`._evaluate` and the DESIGN section 4 conventions).
+    :func:`evaluate` in :mod:`._evaluate` and the DESIGN section 4 conventions), or
+    ``spec(prepared, **params)`` on inputs validated once by :func:`~._prepared.prepare`.
 
     Attributes
     ----------
@@ -124,7 +125,7 @@ class EstimatorSpec:
 
     # -- calling -------------------------------------------------------------------------
 
-    def __call__(self, log_ratio, rewards, *, mask=None, backend="auto", **params):
+    def __call__(self, log_ratio, rewards=None, *, mask=None, backend="auto", **params):
         return evaluate(self, log_ratio, rewards, mask=mask, backend=backend, **params)
 
     def statistic_bound(self, horizon: int, return_max: float, params: Mapping | None = None):
@@ -226,7 +227,8 @@ class EstimatorSpec:
                 f"{self.reduce if isinstance(self.reduce, str) else 'batch transform'}; exact moments: "
                 f"{self.exact_moments}; unbiased: {self.unbiased}.\n\nCall as ``{self.name}(log_ratio, rewards, *, "
                 f"mask=None, backend='auto', **params) -> Estimate`` (log_ratio (n, T), rewards (n,) or (n, T), "
-                f"mask (n, T) bool).\n\nParameters\n----------\n{params}{notes}\n\n"
+                f"mask (n, T) bool), or ``{self.name}(prepared, **params)`` on a batch from "
+                f"``tokis.estimators.prepare``.\n\nParameters\n----------\n{params}{notes}\n\n"
                 f"References\n----------\n{self.reference or '(none given)'}\n")
 
     def __repr__(self) -> str:

@@ -16,7 +16,6 @@ the other batches: each equals the plain call on that slice bit for bit.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -26,16 +25,14 @@ from .._backends import _numba_forms as nb
 from .._backends import _numba_ratio as nbq
 from .._backends import _numba_reduce as nbr
 from .._backends._cupy import require_cupy
-from .._backends._numba_prepare import prepare_numba
-from .._core._batch import input_library, prepare
-from .._core._validate import check_backend_name
-from .._core._xp import cupy_namespace, to_host
+from .._core._xp import to_host
 from ._estimate import Estimate
 from ._forms import BatchTransform, PerDecision, SequenceTransform, TokenProduct, TokenSum, evaluate_map, map_params
 from ._plan import plan
+from ._prepared import Prepared, batch_of, load_batch
 from ._reduce import host, kish, mean_reduce, ratio_reduce, sum_of_ratios_reduce
 
-__all__ = ["evaluate", "resolve_backend", "load_batch"]
+__all__ = ["evaluate", "resolve_backend", "load_batch"]  # load_batch: re-exported from ._prepared
 
 
 def resolve_backend(backend: str, library: str = "numpy") -> str:
@@ -53,31 +50,6 @@ def resolve_backend(backend: str, library: str = "numpy") -> str:
     if backend == "cupy" and library != "cupy":
         require_cupy("backend")
     return plan(backend, library, 1 << 62)[0] if backend == "auto" else backend
-
-
-def _elements(x) -> int:
-    shape = getattr(x, "shape", None)
-    return math.prod(shape) if shape is not None else math.prod(np.shape(x))
-
-
-def load_batch(log_ratio, rewards, mask, backend):
-    """Validate the inputs once; return ``(batch, backend run, threads)``."""
-    check_backend_name(backend)
-    library = input_library(log_ratio, rewards, mask)
-    if backend == "cupy" and library != "cupy":
-        require_cupy("backend")
-    be, threads = plan(backend, library, _elements(log_ratio))
-    if be == "numba" and library != "cupy":
-        # one compiled validation pass (same Batch, same errors as ``prepare``)
-        return prepare_numba(log_ratio, rewards, mask, threads=threads), be, threads
-    if be == "cupy" and library != "cupy":
-        cp = cupy_namespace()
-        host_batch = prepare(log_ratio, rewards, mask)
-        moved = {f: (cp.asarray(getattr(host_batch, f)) if getattr(host_batch, f) is not None else None)
-                 for f in ("log_ratio", "returns", "mask", "lengths", "step_rewards", "last_step")}
-        return dataclasses.replace(host_batch, xp=cp, **moved), be, threads
-    # the cupy backend validates cupy input on the device and keeps it there
-    return prepare(log_ratio, rewards, mask, device=be == "cupy"), be, threads
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,10 +217,13 @@ def evaluate(spec, log_ratio, rewards, mask=None, backend="auto", **given) -> Es
     Parameters
     ----------
     spec : EstimatorSpec
-    log_ratio : array (n, T) or (..., n, T)
+    log_ratio : array (n, T) or (..., n, T), or Prepared
+        A :class:`~._prepared.Prepared` batch (from ``tokis.estimators.prepare``) stands for
+        all three arrays: ``rewards`` and ``mask`` are then omitted (TypeError otherwise).
     rewards : array (..., n) or (..., n, T)
     mask : bool array (..., n, T), optional
     backend : {"auto", "numpy", "numba", "cupy"}
+        With a Prepared batch: ``"auto"`` or the backend it was prepared for.
     **given
         The estimator's parameters (checked by ``spec.check_params``; defaults filled in).
 
@@ -259,7 +234,10 @@ def evaluate(spec, log_ratio, rewards, mask=None, backend="auto", **given) -> Es
         input and arrays of shape (...) otherwise; per-sample arrays are (..., n).
     """
     params = spec.check_params(given)
-    batch, be, threads = load_batch(log_ratio, rewards, mask, backend)
+    if isinstance(log_ratio, Prepared):
+        batch, be, threads = batch_of(log_ratio, rewards, mask, backend)
+    else:
+        batch, be, threads = load_batch(log_ratio, rewards, mask, backend)
     run = _Run(spec, batch, be, threads, params)
     form, xp = spec.form, batch.xp
     if isinstance(form, TokenSum):
