@@ -62,3 +62,16 @@ def test_overtakes_rejects_a_table_without_its_columns():
         overtakes(pd.DataFrame({"T": [1], "estimator": ["seq"]}))
     with pytest.raises(TypeError, match="DataFrame"):
         overtakes([1, 2])
+
+
+def test_default_horizon_table_has_per_decision_and_truncated_estimators():
+    import tokis
+    from tokis.analysis.horizon import DEFAULT_ESTIMATORS, DEFAULT_FAMILY
+
+    assert {"seq", "pdis", "tok", "snis", "trunc_seq", "clip_tok", "clip_prod"} <= set(DEFAULT_ESTIMATORS)
+    mdp, pi = DEFAULT_FAMILY.build(4)
+    mu = tokis.envs.perturb(pi, kl=0.05)
+    seq, pdis = (tokis.exact.moments(mdp, pi, mu, e, n=1) for e in ("seq", "pdis"))
+    # step rewards: per-decision IS is a different estimator (same mean, smaller variance here)
+    assert mdp.has_step_reward and seq.mean == pytest.approx(pdis.mean, rel=1e-12)
+    assert pdis.variance < 0.95 * seq.variance
