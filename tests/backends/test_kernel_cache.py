@@ -15,9 +15,11 @@ import json, numpy as np
 from tokis.estimators import seq
 from tokis._backends import _numba_forms as nbf
 e = seq(np.zeros((3, 4)), np.ones(3), backend="numba")
-driver = nbf.family("token_product", seq.form.token)
+driver = nbf.family("token_product", seq.form.token, 1)  # a one-thread call runs the serial driver
+parallel = nbf.family("token_product", seq.form.token, 2)
 print(json.dumps({"value": e.value, "module": driver.py_func.__module__,
-                  "hits": sum(driver.stats.cache_hits.values()), "misses": sum(driver.stats.cache_misses.values())}))
+                  "hits": sum(driver.stats.cache_hits.values()), "misses": sum(driver.stats.cache_misses.values()),
+                  "parallel_compiled": len(parallel.signatures)}))
 """
 
 
@@ -45,4 +47,5 @@ def test_a_second_process_loads_the_kernels_instead_of_compiling(tmp_path):
     assert first["misses"] >= 1 and first["hits"] == 0  # compiled, then written to the cache
     assert second["hits"] >= 1 and second["misses"] == 0  # loaded from it
     assert first["value"] == second["value"] == 1.0
+    assert first["parallel_compiled"] == second["parallel_compiled"] == 0  # one thread: no parallel region compiled
     assert any(p.name.startswith("tokis_token_product_") for p in (tmp_path / "tokis" / "kernels").iterdir())

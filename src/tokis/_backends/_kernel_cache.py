@@ -113,16 +113,25 @@ def _source(kind: str, module: str, qualname: str, rows, drive, block, fastmath)
         inspect.getsource(drive).strip(),
         "",
         "",
+        "@numba.njit(cache=True)  # the same driver without a parallel region: compiles faster, for one thread",
+        inspect.getsource(drive).strip().replace(f"def {drive.__name__}(", f"def {drive.__name__}_serial(", 1),
+        "",
+        "",
         f"MAPPED = {block.__name__}",
         f"ROWS = {rows.__name__}",
         f"DRIVER = {drive.__name__}",
+        f"DRIVER_SERIAL = {drive.__name__}_serial",
         "",
     ]
     return "\n".join(parts)
 
 
 def cached_family(kind: str, func, rows, drive, block, fastmath, depends=()):
-    """The family driver from a generated, disk-cached module, or None when ``func`` cannot be cached.
+    """The family drivers ``(parallel, serial)`` from a generated, disk-cached module, or None when ``func`` cannot be cached.
+
+    The serial driver is the same source compiled without ``parallel=True``: a call on one
+    thread never compiles the parallel region (numba's parfor passes, the slow part of compiling
+    a driver).
 
     Parameters
     ----------
@@ -150,7 +159,7 @@ def cached_family(kind: str, func, rows, drive, block, fastmath, depends=()):
     key = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:20]
     modname = f"tokis_{kind}_{key}"
     if modname in sys.modules:
-        return sys.modules[modname].DRIVER
+        return sys.modules[modname].DRIVER, sys.modules[modname].DRIVER_SERIAL
     path = os.path.join(directory, modname + ".py")
     if not os.path.exists(path):
         try:
@@ -168,4 +177,4 @@ def cached_family(kind: str, func, rows, drive, block, fastmath, depends=()):
     except Exception:  # pragma: no cover - a broken cache file: compile in memory instead
         del sys.modules[modname]
         return None
-    return module.DRIVER
+    return module.DRIVER, module.DRIVER_SERIAL

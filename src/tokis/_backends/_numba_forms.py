@@ -310,13 +310,8 @@ def _bind(template, names: dict):
 
 
 @functools.lru_cache(maxsize=None)
-def family(kind: str, func):
-    """The compiled parallel driver of family ``kind`` with the token map ``func`` inlined.
-
-    ``kind`` is one of ``"token_sum"``, ``"token_product"``, ``"per_decision"``, ``"prefix"``,
-    ``"count"``; the driver takes the row function's arguments (without ``lo, hi``) and the
-    chunk count ``nch`` (1: no parallel region).
-    """
+def _drivers(kind: str, func):
+    """``(parallel, serial)`` compiled drivers of family ``kind`` with the token map ``func`` inlined."""
     template, drive, fastmath = _TEMPLATES[kind]
     cached = cached_family(kind, func, template, drive, _mapped_block, fastmath,
                            depends=(sys.modules[__name__], _numba_math, _chunks))
@@ -326,7 +321,22 @@ def family(kind: str, func):
     compiled = compile_map(func)
     mapped = numba.njit(fastmath=_FM)(_bind(_mapped_block, {"MAP": compiled}))
     rows = numba.njit(**opts)(_bind(template, {"MAP": compiled, "MAPPED": mapped}))
-    return numba.njit(parallel=True)(_bind(drive, {"ROWS": rows}))
+    bound = _bind(drive, {"ROWS": rows})
+    return numba.njit(parallel=True)(bound), numba.njit(bound)
+
+
+def family(kind: str, func, nch: int = 2):
+    """The compiled driver of family ``kind`` with the token map ``func`` inlined, for ``nch`` chunks.
+
+    ``kind`` is one of ``"token_sum"``, ``"token_product"``, ``"per_decision"``, ``"prefix"``,
+    ``"count"``; the driver takes the row function's arguments (without ``lo, hi``) and the
+    chunk count ``nch``. For ``nch == 1`` (a call on one thread) it is the same driver compiled
+    without a parallel region, so a process whose calls all run on one thread -- every call
+    below 2**24 elements, e.g. the whole main job -- never compiles numba's parfor machinery
+    (about a quarter of a driver's compile time).
+    """
+    parallel, serial = _drivers(kind, func)
+    return parallel if nch > 1 else serial
 
 
 def token_sum(func, log_ratio, mask, full, params, offset, per_length, lengths, threads=1):
@@ -336,16 +346,17 @@ def token_sum(func, log_ratio, mask, full, params, offset, per_length, lengths, 
     token is real, or the map is 0 at the zeroed padding); ``threads``: 1 runs on the calling thread.
     """
     out = np.empty(log_ratio.shape[0])
-    family("token_sum", func)(log_ratio, mask, full, params, float(offset), bool(per_length), lengths, out,
-                              chunks_for(log_ratio.shape[0], threads))
+    nch = chunks_for(log_ratio.shape[0], threads)
+    family("token_sum", func, nch)(log_ratio, mask, full, params, float(offset), bool(per_length), lengths, out,
+                                   nch)
     return out
 
 
 def token_product(func, log_ratio, mask, full, params, per_length, lengths, threads=1):
     """Log-weight ``sum_t y(l_t) [/ L]`` per row (rows,) (0 for an empty row when ``per_length``)."""
     out = np.empty(log_ratio.shape[0])
-    family("token_product", func)(log_ratio, mask, full, params, bool(per_length), lengths, out,
-                                  chunks_for(log_ratio.shape[0], threads))
+    nch = chunks_for(log_ratio.shape[0], threads)
+    family("token_product", func, nch)(log_ratio, mask, full, params, bool(per_length), lengths, out, nch)
     return out
 
 
@@ -353,14 +364,16 @@ def per_decision(func, log_ratio, mask, full, rewards, params, threads=1):
     """``f_i = sum_t exp(sum_{s<=t} y(l_s)) rew_t`` as ``exp(b_i) h_i``, and the full log-weights (rows,)."""
     n = log_ratio.shape[0]
     b, h, lw = np.empty(n), np.empty(n), np.empty(n)
-    family("per_decision", func)(log_ratio, mask, full, rewards, params, b, h, lw, chunks_for(n, threads))
+    nch = chunks_for(n, threads)
+    family("per_decision", func, nch)(log_ratio, mask, full, rewards, params, b, h, lw, nch)
     return b, h, lw
 
 
 def prefix_log_weights(func, log_ratio, mask, full, params, threads=1):
     """Prefix log-weights ``sum_{s<=t} y(l_s)`` (rows, T) (an ended row keeps its total)."""
     out = np.empty(log_ratio.shape)
-    family("prefix", func)(log_ratio, mask, full, params, out, chunks_for(log_ratio.shape[0], threads))
+    nch = chunks_for(log_ratio.shape[0], threads)
+    family("prefix", func, nch)(log_ratio, mask, full, params, out, nch)
     return out
 
 
@@ -383,5 +396,6 @@ def per_decision_columns(func, log_ratio, mask, full, rewards, params, R=1, thre
 def count_tokens(func, log_ratio, mask, full, params, threads=1):
     """Number of real tokens where ``func(l, *params)`` holds, per row (rows,) int64."""
     out = np.empty(log_ratio.shape[0], np.int64)
-    family("count", func)(log_ratio, mask, full, params, out, chunks_for(log_ratio.shape[0], threads))
+    nch = chunks_for(log_ratio.shape[0], threads)
+    family("count", func, nch)(log_ratio, mask, full, params, out, nch)
     return out
