@@ -63,14 +63,17 @@ def _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n):  # pragm
 @numba.njit(cache=True, parallel=True)
 def _ratio_batches(lw, g, num, den, value, stderr, ess, log_scale, n, nch):  # pragma: no cover - compiled
     R = value.shape[0]
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, R)
-            for r in range(lo, hi):
-                _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n)
-    else:
-        for r in range(R):
+    for ch in numba.prange(nch):
+        lo, hi = bounds(ch, nch, R)
+        for r in range(lo, hi):
             _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n)
+
+
+@numba.njit(cache=True)
+def _ratio_batches_serial(lw, g, num, den, value, stderr, ess, log_scale, n):  # pragma: no cover - compiled
+    # one thread: no parallel region to compile
+    for r in range(value.shape[0]):
+        _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n)
 
 
 def ratio_batches(lw, g, R: int, threads: int = 1):
@@ -87,5 +90,8 @@ def ratio_batches(lw, g, R: int, threads: int = 1):
     num, den = np.empty(rows), np.empty(rows)
     value, stderr, ess, log_scale = np.empty(R), np.empty(R), np.empty(R), np.empty(R)
     nch = min(R, 4 * threads) if threads > 1 else 1
-    _ratio_batches(lw, g, num, den, value, stderr, ess, log_scale, n, nch)
+    if nch > 1:
+        _ratio_batches(lw, g, num, den, value, stderr, ess, log_scale, n, nch)
+    else:
+        _ratio_batches_serial(lw, g, num, den, value, stderr, ess, log_scale, n)
     return value, stderr, ess, log_scale, num, den

@@ -322,14 +322,17 @@ def _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, 
 @numba.njit(cache=True, parallel=True)
 def _mean_batches(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, n, nch):  # pragma: no cover
     R = value.shape[0]
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, R)
-            for r in range(lo, hi):
-                _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, r, n)
-    else:
-        for r in range(R):
+    for ch in numba.prange(nch):
+        lo, hi = bounds(ch, nch, R)
+        for r in range(lo, hi):
             _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, r, n)
+
+
+@numba.njit(cache=True)
+def _mean_batches_serial(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, n):  # pragma: no cover
+    # one thread: no parallel region to compile (numba's parfor passes are most of a driver's compile time)
+    for r in range(value.shape[0]):
+        _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, r, n)
 
 
 _NONE = np.empty(0)
@@ -363,6 +366,9 @@ def mean_batches(h, R: int, *, b=None, g=None, log_weights=None, weights=None, t
     exp_f, exp_w = b is not None, log_weights is not None
     w = log_weights if exp_w else weights
     nch = min(R, 4 * threads) if threads > 1 else 1
-    _mean_batches(b if exp_f else _NONE, h, _NONE if exp_f else g, w, exp_f, exp_w, terms, value, stderr, ess,
-                  log_scale, n, nch)
+    args = (b if exp_f else _NONE, h, _NONE if exp_f else g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, n)
+    if nch > 1:
+        _mean_batches(*args, nch)
+    else:
+        _mean_batches_serial(*args)
     return value, stderr, ess, log_scale, terms
