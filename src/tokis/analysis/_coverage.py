@@ -56,20 +56,18 @@ import math
 import numpy as np
 import pandas as pd
 
-from ._progress import progress as progress_counter
 from .. import exact
 from ..envs._sample import sample_ratios
 from ..estimators import prepare
 from ..estimators._forms import TokenSum
 from ..estimators._intervals import LOWER_BOUNDS, METHODS, NotApplicableError
 from ._common import as_behavior, as_family, parse_horizons
-from ._config import Behavior, canonical_json, config_key, parse_estimators, to_jsonable
+from ._config import Behavior, parse_estimators, to_jsonable
 from ._harness import estimate_bounds, exact_columns, replication_seeds
 from ._memory import replication_chunk
 from ._horizon import horizon_points
 from ._output import BLANK
-from ._store import open_store
-from ._sweep import run_tasks
+from ._sweep import run_cells
 
 __all__ = ["coverage", "display_coverage_table", "wilson_interval", "parse_methods", "COLUMNS", "DISPLAY_COLUMNS",
            "DEFAULT_ESTIMATORS", "DEFAULT_METHODS", "DEFAULT_HORIZONS", "DEFAULT_BEHAVIOR", "DEFAULT_N",
@@ -162,6 +160,11 @@ def _lower_bound_reason(spec, ret_lo: float) -> str:
         return (f"{spec.name}'s statistic 1 + sum_t x_t G (x_t >= -1) can be negative, and these are lower bounds "
                 "for non-negative statistics")
     return ""
+
+
+def _compute_cells(*args) -> list[dict]:
+    """:func:`_compute_point`'s rows flattened in the order of the cells asked for (estimator-major)."""
+    return [row for rows in _compute_point(*args) for row in rows]
 
 
 def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resamples, backend) -> list[list[dict]]:
@@ -329,63 +332,23 @@ def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, metho
     if backend not in ("auto", "numpy", "numba", "cupy"):
         raise ValueError(f"unknown backend {backend!r}; choose from auto, numpy, numba, cupy")
     points = horizon_points(family, behavior, Ts)
-    keys, configs = {}, {}
-    for i, p in enumerate(points):
-        for k, s in enumerate(specs):
-            for m in meths:
-                cfg = _cell_config(p, s, m, level=level, n=n, R=R, seed=seed, n_resamples=n_resamples)
-                key = config_key(cfg)
-                keys[i, k, m] = key
-                configs[key] = cfg
-    db, owned = open_store(store)
-    try:
-        rows = db.get_many(configs) if db is not None else {}
-        cached = sum(1 for key in keys.values() if key in rows)
-        tasks, claimed = [], set()
-        for i in range(len(points)):
-            todo = []
-            for k in range(len(specs)):
-                ms = [m for m in meths if keys[i, k, m] not in rows and keys[i, k, m] not in claimed]
-                claimed.update(keys[i, k, m] for m in ms)
-                todo.append(ms)
-            ks = [k for k in range(len(specs)) if todo[k]]
-            if ks:
-                tasks.append((i, ks, [todo[k] for k in ks]))
-        total = len(keys)
-        computed = 0
-        bar = progress_counter(total, total - sum(len(m) for _, _, t in tasks for m in t), "coverage", progress, "cell")
+    items = [(k, m) for k in range(len(specs)) for m in meths]  # the cells of a point
+    cells = [[_cell_config(p, specs[k], m, level=level, n=n, R=R, seed=seed, n_resamples=n_resamples)
+              for k, m in items] for p in points]
 
-        def finish(i, ks, todo, result):
-            nonlocal computed
-            for k, ms, rs in zip(ks, todo, result):
-                for m, row in zip(ms, rs):
-                    key = keys[i, k, m]
-                    rows[key] = row
-                    if db is not None:
-                        db.put(key, canonical_json(configs[key]), row)
-                    computed += 1
-                bar.update(len(ms))
+    def args(i, todo):
+        p = points[i]
+        ks = list(dict.fromkeys(items[j][0] for j in todo))
+        methods = [[items[j][1] for j in todo if items[j][0] == k] for k in ks]
+        return (p.mdp, p.target, p.behavior, [specs[k] for k in ks], methods, n, R, seed, level, n_resamples,
+                backend)
 
-        def args(i, ks, todo):
-            p = points[i]
-            return (p.mdp, p.target, p.behavior, [specs[k] for k in ks], todo, n, R, seed, level, n_resamples,
-                    backend)
-
-        try:
-            run_tasks(tasks, _compute_point, args, finish, workers, scheduler=scheduler)
-        finally:
-            bar.close()
-    finally:
-        if owned:
-            db.close()
-    out = []
-    for i, p in enumerate(points):
-        for k, s in enumerate(specs):
-            for m in meths:
-                out.append({"T": dict(p.coords)["T"], "estimator": s.label, "name": s.name, "method": m,
-                            **rows[keys[i, k, m]]})
+    rows, cached, computed = run_cells(cells, _compute_cells, args, store=store, workers=workers,
+                                       scheduler=scheduler, progress=progress, desc="coverage")
+    out = [{"T": dict(p.coords)["T"], "estimator": specs[k].label, "name": specs[k].name, "method": m, **row}
+           for p, point_rows in zip(points, rows) for (k, m), row in zip(items, point_rows)]
     table = pd.DataFrame(out, columns=["T", "estimator", "name", "method", *COLUMNS])
-    table.attrs.update(total=len(keys), cached=cached, computed=computed, family=family.label,
+    table.attrs.update(total=len(points) * len(items), cached=cached, computed=computed, family=family.label,
                        behavior=behavior.label, level=level, n=n, replications=R, n_resamples=n_resamples, seed=seed)
     return table
 

@@ -48,16 +48,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._progress import progress as progress_counter
 from .. import envs, exact
 from ..objectives import REGISTRY as OBJECTIVES
 from ..objectives import get_correction, get_objective
 from ._common import as_behavior, as_family, parse_floats, parse_horizons
-from ._config import Behavior, canonical_json, config_key, to_jsonable
+from ._config import Behavior, canonical_json, to_jsonable
 from ._estimator_config import split_items
 from ._output import BLANK
-from ._store import open_store
-from ._sweep import run_tasks
+from ._sweep import run_cells
 
 __all__ = [
     "gradient_sweep",
@@ -449,52 +447,16 @@ def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES,
     workers = check_positive_int(workers, "workers")
     points = _points(family, behavior, Ts, ks, theta_seed)
     resolved = [(o.name, o.kwargs) for o in objs]  # names: worker processes look them up in their registry
-    keys = [[None] * len(objs) for _ in points]
-    configs = {}
-    for i, p in enumerate(points):
-        for j, o in enumerate(objs):
-            cfg = _cell_config(p, o, n, max_sequences)
-            keys[i][j] = config_key(cfg)
-            configs[keys[i][j]] = cfg
-    db, owned = open_store(store)
-    try:
-        rows = db.get_many(configs) if db is not None else {}
-        cached = sum(1 for ks_ in keys for k in ks_ if k in rows)
-        tasks, claimed = [], set()
-        for i in range(len(points)):
-            todo = [j for j in range(len(objs)) if keys[i][j] not in rows and keys[i][j] not in claimed]
-            claimed.update(keys[i][j] for j in todo)
-            if todo:
-                tasks.append((i, todo))
-        total = len(points) * len(objs)
-        computed = 0
-        bar = progress_counter(total, total - sum(len(t) for _, t in tasks), "gradient", progress, "cell")
+    cells = [[_cell_config(p, o, n, max_sequences) for o in objs] for p in points]
 
-        def finish(i, todo, result):
-            nonlocal computed
-            for j, row in zip(todo, result):
-                key = keys[i][j]
-                rows[key] = row
-                if db is not None:
-                    db.put(key, canonical_json(configs[key]), row)
-                computed += 1
-            bar.update(len(todo))
+    def args(i, todo):
+        p = points[i]
+        return p.mdp, p.theta, p.mu, p.old, [resolved[j] for j in todo], n, max_sequences
 
-        def args(i, todo):
-            p = points[i]
-            return p.mdp, p.theta, p.mu, p.old, [resolved[j] for j in todo], n, max_sequences
-
-        try:
-            run_tasks(tasks, _compute_point, args, finish, workers, scheduler=scheduler)
-        finally:
-            bar.close()
-    finally:
-        if owned:
-            db.close()
-    out = []
-    for i, p in enumerate(points):
-        for j, o in enumerate(objs):
-            out.append({"T": p.T, "kl": p.kl, "objective": o.label, "name": o.name, **rows[keys[i][j]]})
+    rows, cached, computed = run_cells(cells, _compute_point, args, store=store, workers=workers, scheduler=scheduler,
+                                       progress=progress, desc="gradient")
+    out = [{"T": p.T, "kl": p.kl, "objective": o.label, "name": o.name, **row}
+           for p, point_rows in zip(points, rows) for o, row in zip(objs, point_rows)]
     table = pd.DataFrame(out, columns=["T", "kl", "objective", "name", *COLUMNS])
     aggs = {o.label: _aggregation(o) for o in objs}
     table.attrs.update(total=len(points) * len(objs), cached=cached, computed=computed, family=family.label,

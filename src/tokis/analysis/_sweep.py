@@ -28,7 +28,7 @@ from ._config import canonical_json, config_key, parse_estimators, to_jsonable
 from ._memory import check_batch_memory
 from ._store import open_store
 
-__all__ = ["Point", "POINT_COLUMNS", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
+__all__ = ["run_cells", "Point", "POINT_COLUMNS", "STORE_SCHEMA", "cell_config", "point_columns", "run_sweep", "compute_point"]
 
 #: Version of the cell layout; part of every key, bumped when the row format changes.
 STORE_SCHEMA = 3
@@ -171,6 +171,75 @@ def run_tasks(tasks, compute, args_of, finish, workers: int, scheduler=None) -> 
             raise
 
 
+def run_cells(cells, compute, args_of, *, store=None, workers=1, scheduler=None, progress=False, desc="sweep",
+              unit="cell", check=None, per_cell=False):
+    """Compute the cells missing from the store, one task per point, storing each as it arrives.
+
+    The one cell loop of every stored command (sweeps, gradient, coverage, train): each cell is
+    keyed by :func:`~tokis.analysis._config.config_key` of its configuration; stored cells are
+    read back (rows failing ``check`` are recomputed, see
+    :meth:`~tokis.analysis._store.ResultStore.get_many`), cells with the same key are computed
+    once, and every finished task's cells are committed as soon as it returns (:func:`run_tasks`).
+
+    Parameters
+    ----------
+    cells : list of list of dict
+        Per point, the configurations of its cells.
+    compute, args_of : callable
+        ``compute(*args_of(i, todo))`` returns the rows (JSON-able dicts) of the cells ``todo``
+        (indices into ``cells[i]``) of point ``i``, in that order.
+    store, workers, scheduler, progress, desc
+        As in :func:`run_sweep`; ``unit`` names a cell in the progress output.
+    check : callable, optional
+        ``check(i)`` is the row check of point ``i``'s stored cells (or None).
+    per_cell : bool
+        One task per cell instead of one per point (each cell stored the moment it finishes).
+
+    Returns
+    -------
+    rows : list of list of dict
+        ``rows[i][j]``: the row of cell ``j`` of point ``i``.
+    cached, computed : int
+        Cells read from the store and computed by this call.
+    """
+    keys = [[config_key(c) for c in cs] for cs in cells]
+    configs = {k: c for ks, cs in zip(keys, cells) for k, c in zip(ks, cs)}
+    db, owned = open_store(store)
+    try:
+        stored = {}
+        if db is not None:
+            for i, ks in enumerate(keys):
+                stored.update(db.get_many(ks, check=None if check is None else check(i)))
+        cached = sum(k in stored for ks in keys for k in ks)
+        tasks, claimed = [], set()
+        for i, ks in enumerate(keys):
+            todo = [j for j, k in enumerate(ks) if k not in stored and k not in claimed]
+            claimed.update(ks[j] for j in todo)
+            tasks += [(i, [j]) for j in todo] if per_cell else [(i, todo)] if todo else []
+        total = sum(map(len, keys))
+        computed = 0
+        bar = progress_counter(total, total - sum(len(t) for _, t in tasks), desc, progress, unit)
+
+        def finish(i, todo, result):
+            nonlocal computed
+            for j, row in zip(todo, result):
+                key = keys[i][j]
+                stored[key] = row
+                if db is not None:
+                    db.put(key, canonical_json(configs[key]), row)
+            computed += len(todo)
+            bar.update(len(todo))
+
+        try:
+            run_tasks(tasks, compute, args_of, finish, workers, scheduler=scheduler)
+        finally:
+            bar.close()
+    finally:
+        if owned:
+            db.close()
+    return [[stored[k] for k in ks] for ks in keys], cached, computed
+
+
 def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", store=None, workers=1,
               progress=False, desc="sweep", scheduler=None) -> pd.DataFrame:
     """Evaluate every (point, estimator) cell, reading finished cells from the store.
@@ -224,55 +293,16 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
             check_positive_int(p.replications, "replications", 2)
     for p in points:  # before any computation: a batch that cannot fit in memory fails now
         check_batch_memory(n if p.n is None else p.n, p.mdp.horizon)
-    keys = [[None] * len(specs) for _ in points]
-    configs = {}
-    for i, p in enumerate(points):
-        for k, s in enumerate(specs):
-            cfg = cell_config(p, s, n=n, replications=R, seed=seed)
-            key = config_key(cfg)
-            keys[i][k] = key
-            configs[key] = cfg
-    db, owned = open_store(store)
-    try:
-        rows = db.get_many(configs, check=_harness.check_row) if db is not None else {}
-        cached = sum(1 for ks in keys for k in ks if k in rows)
-        # one task per point, with the estimators still missing (duplicates computed once)
-        tasks, claimed = [], set()
-        for i, p in enumerate(points):
-            todo = [k for k in range(len(specs)) if keys[i][k] not in rows and keys[i][k] not in claimed]
-            claimed.update(keys[i][k] for k in todo)
-            if todo:
-                tasks.append((i, todo))
-        total = len(points) * len(specs)
-        computed = 0
-        bar = progress_counter(total, total - sum(len(t) for _, t in tasks), desc, progress)
+    def args(i, todo):
+        p = points[i]
+        return (p.mdp, p.target, p.behavior, [specs[k] for k in todo], n if p.n is None else p.n,
+                R if p.replications is None else p.replications, _seed(p, seed), backend)
 
-        def finish(i, todo, result):
-            nonlocal computed
-            for k, row in zip(todo, result):
-                key = keys[i][k]
-                rows[key] = row
-                if db is not None:
-                    db.put(key, canonical_json(configs[key]), row)
-                computed += 1
-            bar.update(len(todo))
-
-        try:
-            def args(i, todo):
-                p = points[i]
-                return (p.mdp, p.target, p.behavior, [specs[k] for k in todo], n if p.n is None else p.n,
-                        R if p.replications is None else p.replications, _seed(p, seed), backend)
-
-            run_tasks(tasks, compute_point, args, finish, workers, scheduler=scheduler)
-        finally:
-            bar.close()
-    finally:
-        if owned:
-            db.close()
-    out = []
-    for i, p in enumerate(points):
-        for k in range(len(specs)):
-            out.append({**dict(p.coords), **rows[keys[i][k]]})
+    cells = [[cell_config(p, s, n=n, replications=R, seed=seed) for s in specs] for p in points]
+    rows, cached, computed = run_cells(cells, compute_point, args, store=store, workers=workers,
+                                       scheduler=scheduler, progress=progress, desc=desc,
+                                       check=lambda i: _harness.check_row)
+    out = [{**dict(p.coords), **row} for p, point_rows in zip(points, rows) for row in point_rows]
     table = pd.DataFrame(out)
     lead = [c for c, _ in points[0].coords] + list(POINT_COLUMNS) + list(_harness.COLUMNS)
     order = [c for c in lead if c in table.columns]

@@ -30,14 +30,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from ._progress import progress as progress_counter
 from ._common import as_behavior, as_family
-from ._config import Behavior, canonical_json, config_key
+from ._config import Behavior
 from ._gradient import parse_objectives
 from ._harness import replication_seeds
 from ._output import BLANK
-from ._store import open_store
-from ._sweep import run_tasks
+from ._sweep import run_cells
 from ._train_loop import DEFAULT_FAMILY, ITERATION_FIELDS, UPDATE_FIELDS, TrainConfig, run_seed
 
 __all__ = ["train", "configurations", "summarize", "learning_curves", "display_summary", "COLUMNS",
@@ -187,54 +185,27 @@ def train(family=None, samplers=None, *, objectives=DEFAULT_OBJECTIVES, horizon=
     workers = check_positive_int(workers, "workers")
     run_seeds = replication_seeds(seed, S)
     built = {}
-    keys, cfg_json = {}, {}
-    for i, c in enumerate(configs):
+    cells = []
+    for c in configs:
         if (c.family, c.horizon, c.time_dependent) not in built:
             built[c.family, c.horizon, c.time_dependent] = c.build()
         mdp, pi0 = built[c.family, c.horizon, c.time_dependent]
-        for j, s in enumerate(run_seeds):
-            cfg = _run_config(c, mdp, pi0, s)
-            keys[i, j] = config_key(cfg)
-            cfg_json[keys[i, j]] = canonical_json(cfg)
-    db, owned = open_store(store)
-    try:
-        rows = {}
-        if db is not None:
-            for i, c in enumerate(configs):
-                rows.update(db.get_many([keys[i, j] for j in range(S)], check=_check_row(c)))
-        cached = sum(1 for k in keys.values() if k in rows)
-        tasks, claimed = [], set()
-        for (i, j), key in keys.items():
-            if key not in rows and key not in claimed:
-                claimed.add(key)
-                tasks.append((i, j))
-        total = len(keys)
-        computed = 0
-        bar = progress_counter(total, total - len(tasks), "train", progress, "run")
-
-        def finish(i, j, result):
-            nonlocal computed
-            key = keys[i, j]
-            rows[key] = result
-            if db is not None:
-                db.put(key, cfg_json[key], result)
-            computed += 1
-            bar.update(1)
-
-        try:
-            run_tasks(tasks, run_seed, lambda i, j: (configs[i], run_seeds[j]), finish, workers, scheduler=scheduler)
-        finally:
-            bar.close()
-    finally:
-        if owned:
-            db.close()
-    parts = [_long_rows(c, j, rows[keys[i, j]]) for i, c in enumerate(configs) for j in range(S)]
+        cells.append([_run_config(c, mdp, pi0, s) for s in run_seeds])
+    rows, cached, computed = run_cells(cells, _run_cell, lambda i, todo: (configs[i], run_seeds[todo[0]]), store=store,
+                                       workers=workers, scheduler=scheduler, progress=progress, desc="train",
+                                       unit="run", check=lambda i: _check_row(configs[i]), per_cell=True)
+    parts = [_long_rows(c, j, rows[i][j]) for i, c in enumerate(configs) for j in range(S)]
     table = pd.concat(parts, ignore_index=True)
     c0 = configs[0]
-    table.attrs.update(total=len(keys), cached=cached, computed=computed, family=c0.family.label, horizon=c0.horizon,
+    table.attrs.update(total=len(configs) * S, cached=cached, computed=computed, family=c0.family.label, horizon=c0.horizon,
                        n=c0.n, epochs=c0.epochs, minibatches=c0.minibatches, iterations=c0.iterations,
                        optimizer=c0.optimizer, lr=c0.lr, seeds=S, seed=seed, time_dependent=c0.time_dependent)
     return table
+
+
+def _run_cell(config: TrainConfig, seed: int) -> list[dict]:
+    """:func:`run_seed` as a one-cell task of :func:`~tokis.analysis._sweep.run_cells`."""
+    return [run_seed(config, seed)]
 
 
 def _long_rows(c: TrainConfig, j: int, rec: dict) -> pd.DataFrame:
