@@ -7,55 +7,19 @@ per-step rewards. Any estimator that wrote into the shared arrays would break th
 """
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
+from _estimates import assert_same_estimate, batch_inputs
 
 import tokis.estimators as est
 from tokis._backends import _chunks
-from tokis._core._xp import to_host
 from tokis.estimators import REGISTRY, TokenSum, define
 
 SPECS = list(REGISTRY.values())
-ARRAYS = ("samples", "numerator", "denominator")
 # a non-default parameter value for the estimators that take one (exercises the maps' arguments)
 OTHER = {"trunc_seq": {"c": 1.5}, "clip_prod": {"c": 1.2}, "clip_tok": {"c": 1.3}, "mask_seq": {"lo": 0.5, "hi": 2.0},
          "mask_tok": {"lo": 0.6, "hi": 1.8}, "psis": {"self_normalized": False}}
-
-
-def _inputs(rng, lead, n=23, T=7, terminal=True):
-    shape = tuple(lead) + (n, T)
-    lr = rng.normal(scale=0.6, size=shape)
-    lr[rng.random(shape) < 0.03] = -np.inf  # target probability 0 at a few real tokens
-    mask = rng.random(shape) < 0.85
-    mask[..., 0, :] = False  # an empty row in every batch
-    lr[~mask] = np.nan  # ignored where masked
-    rew = rng.normal(size=shape[:-1]) if terminal else np.where(mask, rng.normal(size=shape), 0.0)
-    return lr, rew, mask
-
-
-def _equal(a, b, where=""):
-    """Exactly equal (NaN equals NaN), same type for scalars; device arrays are compared on the host."""
-    if isinstance(b, np.ndarray) or isinstance(a, np.ndarray) or hasattr(b, "__cuda_array_interface__"):
-        np.testing.assert_array_equal(to_host(a), to_host(b), err_msg=where)
-        return
-    assert type(a) is type(b), (where, type(a), type(b))
-    assert a == b or (isinstance(b, float) and math.isnan(a) and math.isnan(b)), (where, a, b)
-
-
-def _same_estimate(a, b, where):
-    for field in ("value", "stderr", "ess", "log_scale"):
-        _equal(getattr(a, field), getattr(b, field), f"{where}.{field}")
-    assert (a.n, a.estimator) == (b.n, b.estimator)
-    for field in ARRAYS:
-        x, y = getattr(a, field), getattr(b, field)
-        assert (x is None) == (y is None), (where, field)
-        if y is not None:
-            _equal(x, y, f"{where}.{field}")
-    assert a.diagnostics.keys() == b.diagnostics.keys(), where
-    for key, y in b.diagnostics.items():
-        _equal(a.diagnostics[key], y, f"{where}.diagnostics[{key}]")
 
 
 def _calls():
@@ -69,7 +33,7 @@ def _calls():
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "per-step"])
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_every_estimator_on_one_prepared_batch_equals_the_raw_call(rng, backend, terminal, lead):
-    lr, rew, mask = _inputs(rng, lead, terminal=terminal)
+    lr, rew, mask = batch_inputs(rng, lead, terminal=terminal)
     batch = est.prepare(lr, rew, mask=mask, backend=backend)
     assert batch.backend == backend and batch.shape == lr.shape
     calls = _calls()
@@ -77,16 +41,16 @@ def test_every_estimator_on_one_prepared_batch_equals_the_raw_call(rng, backend,
     for (spec, p), g in zip(calls, got):
         want = spec(lr, rew, mask=mask, backend=backend, **p)
         assert g.batch_shape == lead
-        _same_estimate(g, want, f"{spec.name}{p}")
+        assert_same_estimate(g, want, f"{spec.name}{p}")
     # and again, in reverse order: no call changed what the batch holds
     for (spec, p), g in zip(calls[::-1], got[::-1]):
-        _same_estimate(spec(batch, backend=backend, **p), g, f"{spec.name}{p} again")
+        assert_same_estimate(spec(batch, backend=backend, **p), g, f"{spec.name}{p} again")
 
 
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "per-step"])
 def test_auto_backend_and_threads(rng, terminal, monkeypatch):
     # auto resolves once, at prepare; a parallel (every thread) validation gives the same bits
-    lr, rew, mask = _inputs(rng, (4,), n=40, T=9, terminal=terminal)
+    lr, rew, mask = batch_inputs(rng, (4,), n=40, T=9, terminal=terminal)
     auto = est.prepare(lr, rew, mask=mask)
     assert auto.backend == "numba" and "backend='numba'" in repr(auto)
     monkeypatch.setattr(_chunks, "ESTIMATOR_PARALLEL_MIN", 0)
@@ -94,9 +58,9 @@ def test_auto_backend_and_threads(rng, terminal, monkeypatch):
     assert par.threads == _chunks.threads_for(lr.size, 0)
     for spec in SPECS:
         want = spec(lr, rew, mask=mask)
-        _same_estimate(spec(par), want, f"{spec.name} parallel")
+        assert_same_estimate(spec(par), want, f"{spec.name} parallel")
         monkeypatch.setattr(_chunks, "ESTIMATOR_PARALLEL_MIN", 1 << 62)
-        _same_estimate(spec(auto, backend="numba"), spec(lr, rew, mask=mask), f"{spec.name} auto")
+        assert_same_estimate(spec(auto, backend="numba"), spec(lr, rew, mask=mask), f"{spec.name} auto")
         monkeypatch.setattr(_chunks, "ESTIMATOR_PARALLEL_MIN", 0)
 
 
@@ -107,27 +71,27 @@ def test_clean_input_without_mask(rng):
     batch = est.prepare(lr, rew, backend="numba")
     assert np.shares_memory(batch.batch.log_ratio, lr)
     for spec in SPECS:
-        _same_estimate(spec(batch), spec(lr, rew, backend="numba"), spec.name)
+        assert_same_estimate(spec(batch), spec(lr, rew, backend="numba"), spec.name)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_user_definition_takes_a_prepared_batch(rng, backend):
     clip2 = define("clip2_prepared", TokenSum(lambda l, eps: np.clip(np.exp(l), 1 - eps, 1 + eps) - 1.0),
                    params={"eps": 0.2}, token_flags={"far": lambda l, eps: np.abs(l) > eps})
-    lr, rew, mask = _inputs(rng, (4,), terminal=False)
-    _same_estimate(clip2(est.prepare(lr, rew, mask=mask, backend=backend), eps=0.3),
+    lr, rew, mask = batch_inputs(rng, (4,), terminal=False)
+    assert_same_estimate(clip2(est.prepare(lr, rew, mask=mask, backend=backend), eps=0.3),
                    clip2(lr, rew, mask=mask, backend=backend, eps=0.3), "clip2")
 
 
 def test_prepared_batch_is_frozen(rng):
-    lr, rew, mask = _inputs(rng, ())
+    lr, rew, mask = batch_inputs(rng, ())
     batch = est.prepare(lr, rew, mask=mask)
     with pytest.raises(dataclasses.FrozenInstanceError):
         batch.backend = "numpy"
 
 
 def test_passing_rewards_or_mask_again_is_a_type_error(rng):
-    lr, rew, mask = _inputs(rng, (2,))
+    lr, rew, mask = batch_inputs(rng, (2,))
     batch = est.prepare(lr, rew, mask=mask)
     with pytest.raises(TypeError, match="rewards must be omitted when log_ratio is a prepared batch"):
         est.seq(batch, rew)
@@ -140,7 +104,7 @@ def test_passing_rewards_or_mask_again_is_a_type_error(rng):
 
 
 def test_another_backend_than_prepared_is_a_value_error(rng):
-    lr, rew, mask = _inputs(rng, ())
+    lr, rew, mask = batch_inputs(rng, ())
     batch = est.prepare(lr, rew, mask=mask, backend="numpy")
     est.seq(batch, backend="numpy")
     with pytest.raises(ValueError, match=r"backend must be 'auto' or 'numpy' \(the backend the batch was prepared"):
@@ -152,7 +116,7 @@ def test_another_backend_than_prepared_is_a_value_error(rng):
 
 
 def test_raw_call_without_rewards_is_still_a_type_error(rng):
-    lr, _, mask = _inputs(rng, ())
+    lr, _, mask = batch_inputs(rng, ())
     for backend in ("numpy", "numba"):
         with pytest.raises(TypeError, match="rewards must be an array"):
             est.seq(lr, mask=mask, backend=backend)
@@ -160,7 +124,7 @@ def test_raw_call_without_rewards_is_still_a_type_error(rng):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_prepare_raises_what_the_estimators_raise(rng, backend):
-    lr, rew, mask = _inputs(rng, (2,))
+    lr, rew, mask = batch_inputs(rng, (2,))
     bad = lr.copy()
     bad[0, 3, 2], mask[0, 3, 2] = np.nan, True
     cases = [
@@ -183,10 +147,10 @@ def test_prepare_raises_what_the_estimators_raise(rng, backend):
 def test_cupy_prepared_batch_equals_the_cupy_call(rng, terminal):
     # cupy input stays on the device (backend auto: "cupy"); numpy input with backend="cupy" is moved there
     cp = pytest.importorskip("cupy")
-    lr, rew, mask = _inputs(rng, (3,), terminal=terminal)
+    lr, rew, mask = batch_inputs(rng, (3,), terminal=terminal)
     on_device = est.prepare(cp.asarray(lr), cp.asarray(rew), mask=cp.asarray(mask))
     assert on_device.backend == "cupy"
     moved = est.prepare(lr, rew, mask=mask, backend="cupy")
     for spec in SPECS:
-        _same_estimate(spec(on_device), spec(cp.asarray(lr), cp.asarray(rew), mask=cp.asarray(mask)), spec.name)
-        _same_estimate(spec(moved, backend="cupy"), spec(lr, rew, mask=mask, backend="cupy"), spec.name)
+        assert_same_estimate(spec(on_device), spec(cp.asarray(lr), cp.asarray(rew), mask=cp.asarray(mask)), spec.name)
+        assert_same_estimate(spec(moved, backend="cupy"), spec(lr, rew, mask=mask, backend="cupy"), spec.name)

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from _estimates import ARRAYS, assert_equal, assert_same_estimate, batch_inputs
 
 import tokis.estimators as est
 from tokis._backends import _chunks
@@ -18,48 +19,13 @@ from tokis.estimators import REGISTRY, TokenSum, define
 
 SPECS = list(REGISTRY.values())
 IDS = [s.name for s in SPECS]
-ARRAYS = ("samples", "numerator", "denominator")
-
-
-def _inputs(rng, lead, n=23, T=7, terminal=True):
-    shape = tuple(lead) + (n, T)
-    lr = rng.normal(scale=0.6, size=shape)
-    lr[rng.random(shape) < 0.03] = -np.inf  # target probability 0 at a few real tokens
-    mask = rng.random(shape) < 0.85
-    mask[..., 0, :] = False  # an empty row in every batch
-    lr[~mask] = np.nan  # ignored where masked
-    rew = rng.normal(size=shape[:-1]) if terminal else np.where(mask, rng.normal(size=shape), 0.0)
-    return lr, rew, mask
-
-
-def _equal(a, b, where=""):
-    """Exactly equal (NaN equals NaN), same type for scalars."""
-    if isinstance(b, np.ndarray) or isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=where)
-        return
-    assert type(a) is type(b), (where, type(a), type(b))
-    assert a == b or (isinstance(b, float) and math.isnan(a) and math.isnan(b)), (where, a, b)
-
-
-def _same_estimate(a, b, where):
-    for field in ("value", "stderr", "ess", "log_scale"):
-        _equal(getattr(a, field), getattr(b, field), f"{where}.{field}")
-    assert (a.n, a.estimator) == (b.n, b.estimator)
-    for field in ARRAYS:
-        x, y = getattr(a, field), getattr(b, field)
-        assert (x is None) == (y is None), (where, field)
-        if y is not None:
-            _equal(x, y, f"{where}.{field}")
-    assert a.diagnostics.keys() == b.diagnostics.keys(), where
-    for key, y in b.diagnostics.items():
-        _equal(a.diagnostics[key], y, f"{where}.diagnostics[{key}]")
 
 
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "per-step"])
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_batched_call_equals_every_slice(rng, spec, backend, terminal):
-    lr, rew, mask = _inputs(rng, (2, 3), terminal=terminal)
+    lr, rew, mask = batch_inputs(rng, (2, 3), terminal=terminal)
     e = spec(lr, rew, mask=mask, backend=backend, **spec.params)
     assert e.batch_shape == (2, 3) and e.n == 23
     assert e.value.shape == e.stderr.shape == e.ess.shape == np.shape(e.log_scale) == (2, 3)
@@ -71,30 +37,30 @@ def test_batched_call_equals_every_slice(rng, spec, backend, terminal):
     for idx in np.ndindex(2, 3):
         one = spec(lr[idx], rew[idx], mask=mask[idx], backend=backend, **spec.params)
         assert one.batch_shape == () and type(one.value) is float
-        _same_estimate(e[idx], one, f"{spec.name}{idx}")
+        assert_same_estimate(e[idx], one, f"{spec.name}{idx}")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_threads_do_not_change_a_batch(rng, spec, monkeypatch):
     # the batched call on every thread (parallel validation, kernels, reductions), each slice alone
     # on the calling thread: the same bits
-    lr, rew, mask = _inputs(rng, (5,), n=40, T=9, terminal=False)
+    lr, rew, mask = batch_inputs(rng, (5,), n=40, T=9, terminal=False)
     monkeypatch.setattr(_chunks, "ESTIMATOR_PARALLEL_MIN", 0)
     batched = spec(lr, rew, mask=mask, backend="numba", **spec.params)
     monkeypatch.setattr(_chunks, "ESTIMATOR_PARALLEL_MIN", 1 << 62)
     for r in range(5):
-        _same_estimate(batched[r], spec(lr[r], rew[r], mask=mask[r], backend="numba", **spec.params), f"{spec.name}[{r}]")
+        assert_same_estimate(batched[r], spec(lr[r], rew[r], mask=mask[r], backend="numba", **spec.params), f"{spec.name}[{r}]")
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_user_definition_batches_too(rng, backend):
     clip2 = define("clip2_batched", TokenSum(lambda l, eps: np.clip(np.exp(l), 1 - eps, 1 + eps) - 1.0),
                    params={"eps": 0.2}, token_flags={"far": lambda l, eps: np.abs(l) > eps})
-    lr, rew, mask = _inputs(rng, (4,))
+    lr, rew, mask = batch_inputs(rng, (4,))
     e = clip2(lr, rew, mask=mask, backend=backend, eps=0.3)
     assert e.diagnostics["far"].shape == (4,) and e.diagnostics["eps"] == 0.3
     for r in range(4):
-        _same_estimate(e[r], clip2(lr[r], rew[r], mask=mask[r], backend=backend, eps=0.3), f"clip2[{r}]")
+        assert_same_estimate(e[r], clip2(lr[r], rew[r], mask=mask[r], backend=backend, eps=0.3), f"clip2[{r}]")
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -106,7 +72,7 @@ def test_long_batches_reduce_like_alone(rng, name, backend):
     f = REGISTRY[name]
     e = f(lr, g, backend=backend)
     for r in range(2):
-        _same_estimate(e[r], f(lr[r], g[r], backend=backend), f"{name}[{r}]")
+        assert_same_estimate(e[r], f(lr[r], g[r], backend=backend), f"{name}[{r}]")
 
 
 def test_edge_batches(rng):
@@ -117,18 +83,18 @@ def test_edge_batches(rng):
         for name in ("seq", "snis", "tok", "psis", "trunc_seq"):
             e = REGISTRY[name](lr, g, backend=backend)
             for r in range(3):
-                _same_estimate(e[r], REGISTRY[name](lr[r], g[r], backend=backend), f"{name}[{r}] {backend}")
+                assert_same_estimate(e[r], REGISTRY[name](lr[r], g[r], backend=backend), f"{name}[{r}] {backend}")
         assert math.isnan(est.snis(lr, g, backend=backend).value[1])
         assert np.isnan(est.seq(lr, g, backend=backend).stderr).all()
 
 
 def test_an_estimate_indexes_like_its_batch_axes(rng):
-    lr, rew, mask = _inputs(rng, (2, 3))
+    lr, rew, mask = batch_inputs(rng, (2, 3))
     e = est.wpdis(lr, np.where(mask, 1.0, 0.0), mask=mask)
     part = e[1]
     assert part.batch_shape == (3,) and part.numerator.shape == (3, 23, 7)
     assert part.diagnostics["column_log_scale"].shape == (3, 7)
-    _same_estimate(part[2], e[1, 2], "wpdis[1][2]")
+    assert_same_estimate(part[2], e[1, 2], "wpdis[1][2]")
     assert e[:, 0].batch_shape == (2,)
     with pytest.raises(IndexError):
         e[2]
@@ -139,7 +105,7 @@ def test_an_estimate_indexes_like_its_batch_axes(rng):
 
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_diagnose_per_batch(rng, with_mask):
-    lr, _, mask = _inputs(rng, (3, 2), n=30)
+    lr, _, mask = batch_inputs(rng, (3, 2), n=30)
     if not with_mask:
         lr, mask = np.where(np.isnan(lr), 0.2, lr), None
     d = est.diagnose(lr, mask, c=(1.5, 3.0))
@@ -152,9 +118,9 @@ def test_diagnose_per_batch(rng, with_mask):
                 assert x == y, key
             elif isinstance(y, tuple):
                 for xj, yj in zip(x, y):
-                    _equal(xj[idx].item(), yj, key)
+                    assert_equal(xj[idx].item(), yj, key)
             else:
-                _equal(x[idx].item(), y, key)
+                assert_equal(x[idx].item(), y, key)
 
 
 @pytest.mark.parametrize("method, kwargs", [("normal", {}), ("t", {}), ("bca", {"rng": 7, "n_resamples": 200}),
@@ -167,8 +133,8 @@ def test_intervals_of_a_batched_estimate_are_each_batch_own(rng, method, kwargs)
     assert lo.shape == hi.shape == (2, 3)
     for idx in np.ndindex(2, 3):
         want = est.clip_prod(lr[idx], g[idx], c=2.0).ci(0.9, method=method, **kwargs)
-        _equal(lo[idx].item(), want[0], method)
-        _equal(hi[idx].item(), want[1], method)
+        assert_equal(lo[idx].item(), want[0], method)
+        assert_equal(hi[idx].item(), want[1], method)
 
 
 def test_batched_ratio_estimators_bootstrap_per_batch(rng):
@@ -200,7 +166,7 @@ def test_batched_shape_errors_name_the_argument(lr_shape, rew_shape, mask_shape,
 
 
 def test_nan_in_any_batch_is_refused(rng):
-    lr, rew, mask = _inputs(rng, (3,))
+    lr, rew, mask = batch_inputs(rng, (3,))
     lr = np.where(mask, lr, 0.0)
     lr[2, 5, 1], mask[2, 5, 1] = np.nan, True
     for backend in ("numpy", "numba"):
