@@ -57,14 +57,11 @@ import numpy as np
 import pandas as pd
 
 from .. import exact
-from ..envs._sample import sample_ratios
-from ..estimators import prepare
 from ..estimators._forms import TokenSum
 from ..estimators._intervals import LOWER_BOUNDS, METHODS, NotApplicableError
 from ._common import as_behavior, as_family, parse_horizons
 from ._config import Behavior, parse_estimators, to_jsonable
-from ._harness import estimate_bounds, exact_columns, replication_seeds
-from ._memory import replication_chunk
+from ._harness import estimate_bounds, exact_columns, replication_batches, replication_seeds
 from ._horizon import horizon_points
 from ._output import BLANK
 from ._sweep import run_cells
@@ -187,15 +184,8 @@ def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resa
             for m in todo[k]:
                 if m in LOWER_BOUNDS:
                     failed[k][m] = f"ci method {m!r} does not apply: {reason}"
-    step = replication_chunk(n, mdp.horizon, R)
-    shape = (min(step, R), n, mdp.horizon)
-    buffers = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))  # reused by every chunk
-    for j0 in range(0, R, step):  # replications as an array axis: one sampler call, one call per estimator
-        part = list(seeds[j0:j0 + step])
-        rows = slice(j0, j0 + len(part))
-        out = tuple(b[:len(part)] for b in buffers)
-        log_ratio, rewards, mask = sample_ratios(mdp, behavior, target, n, part, backend, out=out)
-        batch = prepare(log_ratio, rewards, mask=mask, backend=backend)  # validated once per chunk
+    for j0, count, batch in replication_batches(mdp, target, behavior, n, seeds, backend):  # one call per chunk
+        rows = slice(j0, j0 + count)
         for k in range(K):
             est = funcs[k](batch, **specs[k].kwargs)
             for m in todo[k]:
@@ -203,7 +193,7 @@ def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resa
                     continue
                 try:
                     if m == "bca":  # each replication resamples with its own generator
-                        for i in range(len(part)):
+                        for i in range(count):
                             rng = np.random.default_rng([int(seed) % 2**63, j0 + i, 1])
                             lo[k][m][j0 + i], hi[k][m][j0 + i] = est[i].ci(level, method=m, rng=rng,
                                                                            n_resamples=n_resamples)

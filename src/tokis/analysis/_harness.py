@@ -95,6 +95,7 @@ __all__ = [
     "BREAKDOWN_CHECKS",
     "monte_carlo",
     "replication_seeds",
+    "replication_batches",
     "check_row",
     "summarise",
     "exact_columns",
@@ -486,35 +487,41 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
     return out
 
 
-def _simulate(mdp, target, behavior, specs, n, seeds, backend):
-    """Estimates and ESS of every spec on every replication: two arrays (K, R).
+def replication_batches(mdp, target, behavior, n, seeds, backend):
+    """Yield ``(lo, count, batch)``: replications ``lo .. lo + count`` as one prepared estimator batch.
 
     Replications are an array axis: one sampler call draws a chunk of them (as many as fit in
     :func:`~tokis.analysis._memory.replication_chunk`'s budget; only the log-ratios, rewards and
-    mask, :func:`tokis.envs._sample.sample_ratios`), the chunk is validated once
-    (:func:`tokis.estimators.prepare`) and each estimator reduces the whole chunk in one call;
-    replication ``r`` is bit for bit the batch of seed ``seeds[r]``.
+    mask, :func:`tokis.envs._sample.sample_ratios`, into buffers reused by every chunk), and the
+    chunk is validated once (:func:`tokis.estimators.prepare`) for every estimator called on it;
+    replication ``r`` is bit for bit the batch of seed ``seeds[r]``. A batch is valid until the
+    next one is drawn.
     """
     from ..envs._sample import sample_ratios
     from ..estimators import prepare
 
-    K, R = len(specs), len(seeds)
-    values = np.full((K, R), np.nan)
-    ess = np.full((K, R), np.nan)
-    funcs = [s.resolve() for s in specs]
-    kwargs = [s.kwargs for s in specs]
+    R = len(seeds)
     step = replication_chunk(n, mdp.horizon, R)
     shape = (min(step, R), n, mdp.horizon)
-    buffers = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))  # reused by every chunk
+    buffers = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))
     for lo in range(0, R, step):
         part = list(seeds[lo:lo + step])
         out = tuple(b[:len(part)] for b in buffers)
         log_ratio, rewards, mask = sample_ratios(mdp, behavior, target, n, part, backend, out=out)
-        batch = prepare(log_ratio, rewards, mask=mask, backend=backend)
+        yield lo, len(part), prepare(log_ratio, rewards, mask=mask, backend=backend)
+
+
+def _simulate(mdp, target, behavior, specs, n, seeds, backend):
+    """Estimates and ESS of every spec on every replication: two arrays (K, R), one call per chunk of replications."""
+    K, R = len(specs), len(seeds)
+    values = np.full((K, R), np.nan)
+    ess = np.full((K, R), np.nan)
+    funcs = [s.resolve() for s in specs]
+    for lo, count, batch in replication_batches(mdp, target, behavior, n, seeds, backend):
         for k in range(K):
-            est = funcs[k](batch, **kwargs[k])
-            values[k, lo:lo + len(part)] = est.value
-            ess[k, lo:lo + len(part)] = est.ess
+            est = funcs[k](batch, **specs[k].kwargs)
+            values[k, lo:lo + count] = est.value
+            ess[k, lo:lo + count] = est.ess
     return values, ess
 
 

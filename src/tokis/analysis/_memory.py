@@ -6,9 +6,10 @@ import os
 
 __all__ = ["BYTES_PER_TOKEN", "available_memory", "check_batch_memory", "replication_chunk"]
 
-#: Bytes one sampled token costs while a batch is alive: tokens and contexts (int64), the
-#: log-probabilities of both policies, the log-ratio, rewards and the estimators' temporaries
-#: (float64), the mask: about 8 arrays of 8 bytes, rounded up.
+#: Bytes one sampled token slot may cost while a chunk is alive: the harness's buffers (log-ratio
+#: and rewards in float64, the mask: 17 bytes) plus what one estimator call allocates per slot
+#: (a cleaned copy of the log-ratios, mapped token values, per-step weights: up to about 7
+#: float64 arrays), rounded up. An upper bound: a batch that passes this check fits.
 BYTES_PER_TOKEN = 80
 
 #: Fraction of the machine's physical memory one batch may take.
