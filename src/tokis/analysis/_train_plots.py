@@ -43,7 +43,8 @@ def _batch_ends(table) -> set:
     return {int(u) for u in table["update"].unique() if u % per_batch == 0}
 
 
-def _draw(ax, curves, x, objs, smps, colors, styles, scale=1.0, marker=None):
+def _draw(ax, curves, x, objs, smps, colors, styles, scale=1.0, marker=None, cap=np.inf):
+    # cap: the largest attainable value (J*): a band of few seeds is not drawn past it
     for o in objs:
         for s in smps:
             c = curves[(curves["objective"] == o) & (curves["sampler"] == s)]
@@ -53,7 +54,7 @@ def _draw(ax, curves, x, objs, smps, colors, styles, scale=1.0, marker=None):
             ax.plot(xs, c["mean"].to_numpy(dtype=float) / scale, color=colors[o], ls=styles[s], lw=1.5, marker=marker,
                     ms=3,
                     label=f"{o}, μ = {s}" if s != "pi_old" else f"{o}, μ = π_old")
-            lo, hi = c["lo"].to_numpy(dtype=float), c["hi"].to_numpy(dtype=float)
+            lo, hi = c["lo"].to_numpy(dtype=float), np.minimum(c["hi"].to_numpy(dtype=float), cap)
             if np.isfinite(lo).any():
                 ax.fill_between(xs, lo / scale, hi / scale, color=colors[o], alpha=0.15, lw=0)
 
@@ -87,7 +88,8 @@ def plot_train(table, out_dir, *, prefix: str = "train", title: str = "") -> lis
         for ax, x, label, c in ((axes[0], "update", "optimizer updates", curves),
                                 (axes[1], "tokens", "sampled tokens (J after each batch's E x M updates)",
                                  curves[curves["update"].isin(ends)])):
-            _draw(ax, c, x, objs, smps, colors, styles, scale=J_star, marker="o" if x == "tokens" else None)
+            _draw(ax, c, x, objs, smps, colors, styles, scale=J_star, marker="o" if x == "tokens" else None,
+                  cap=J_star)
             ax.axhline(1.0, color="black", lw=0.8, ls="--")
             ax.axhline(J0 / J_star, color="grey", lw=0.8, ls=":")
             ax.set_xlabel(label)
