@@ -94,7 +94,7 @@ def _source(kind: str, module: str, qualname: str, rows, drive, block, fastmath)
         "import numba",
         "import numpy as np",
         "from tokis._backends._chunks import bounds",
-        "from tokis._backends._numba_forms import _BLOCK, _SMALL_T, compile_map",
+        "from tokis._backends._numba_forms import _BLOCK, _SMALL_T, _ZERO, compile_map",
         "from tokis._backends._numba_math import exp as fast_exp",
         f"from {module} import {head} as _map_root",
         "",

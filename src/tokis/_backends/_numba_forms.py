@@ -254,7 +254,10 @@ def _count_rows(lr, mask, full, params, out, lo, hi):  # pragma: no cover
         o[i] = k
 
 
-# parallel drivers: the family's row function ``ROWS`` over ``nch`` chunks (1: no parallel region)
+# parallel drivers: the family's row function ``ROWS`` over ``nch`` chunks (1: no parallel region).
+# The one-chunk call passes ``lo`` as an int64, not the literal 0: numba would type a literal as
+# ``Literal[int](0)`` and compile the row function a second time for it (~0.6 s per kernel).
+_ZERO = np.int64(0)
 
 
 def _token_sum_drive(lr, mask, full, params, offset, per_length, lengths, out, nch):  # pragma: no cover
@@ -263,7 +266,7 @@ def _token_sum_drive(lr, mask, full, params, offset, per_length, lengths, out, n
             lo, hi = bounds(ch, nch, lr.shape[0])
             ROWS(lr, mask, full, params, offset, per_length, lengths, out, lo, hi)  # noqa: F821
     else:
-        ROWS(lr, mask, full, params, offset, per_length, lengths, out, 0, lr.shape[0])  # noqa: F821
+        ROWS(lr, mask, full, params, offset, per_length, lengths, out, _ZERO, lr.shape[0])  # noqa: F821
 
 
 def _token_product_drive(lr, mask, full, params, per_length, lengths, out, nch):  # pragma: no cover
@@ -272,7 +275,7 @@ def _token_product_drive(lr, mask, full, params, per_length, lengths, out, nch):
             lo, hi = bounds(ch, nch, lr.shape[0])
             ROWS(lr, mask, full, params, per_length, lengths, out, lo, hi)  # noqa: F821
     else:
-        ROWS(lr, mask, full, params, per_length, lengths, out, 0, lr.shape[0])  # noqa: F821
+        ROWS(lr, mask, full, params, per_length, lengths, out, _ZERO, lr.shape[0])  # noqa: F821
 
 
 def _per_decision_drive(lr, mask, full, rew, params, b, h, lw, nch):  # pragma: no cover
@@ -281,7 +284,7 @@ def _per_decision_drive(lr, mask, full, rew, params, b, h, lw, nch):  # pragma: 
             lo, hi = bounds(ch, nch, lr.shape[0])
             ROWS(lr, mask, full, rew, params, b, h, lw, lo, hi)  # noqa: F821
     else:
-        ROWS(lr, mask, full, rew, params, b, h, lw, 0, lr.shape[0])  # noqa: F821
+        ROWS(lr, mask, full, rew, params, b, h, lw, _ZERO, lr.shape[0])  # noqa: F821
 
 
 def _out_drive(lr, mask, full, params, out, nch):  # pragma: no cover - prefix and count
@@ -290,7 +293,7 @@ def _out_drive(lr, mask, full, params, out, nch):  # pragma: no cover - prefix a
             lo, hi = bounds(ch, nch, lr.shape[0])
             ROWS(lr, mask, full, params, out, lo, hi)  # noqa: F821
     else:
-        ROWS(lr, mask, full, params, out, 0, lr.shape[0])  # noqa: F821
+        ROWS(lr, mask, full, params, out, _ZERO, lr.shape[0])  # noqa: F821
 
 
 _TEMPLATES = {
