@@ -19,7 +19,8 @@ driver = nbf.family("token_product", seq.form.token, 1)  # a one-thread call run
 parallel = nbf.family("token_product", seq.form.token, 2)
 print(json.dumps({"value": e.value, "module": driver.py_func.__module__,
                   "hits": sum(driver.stats.cache_hits.values()), "misses": sum(driver.stats.cache_misses.values()),
-                  "parallel_compiled": len(parallel.signatures)}))
+                  "parallel_compiled": len(parallel.signatures),
+                  "row_signatures": [str(s) for s in driver.py_func.__globals__["ROWS"].signatures]}))
 """
 
 
@@ -48,4 +49,8 @@ def test_a_second_process_loads_the_kernels_instead_of_compiling(tmp_path):
     assert second["hits"] >= 1 and second["misses"] == 0  # loaded from it
     assert first["value"] == second["value"] == 1.0
     assert first["parallel_compiled"] == second["parallel_compiled"] == 0  # one thread: no parallel region compiled
+    # the row function is compiled once, for int64 bounds (a literal 0 from the driver used to add a
+    # second compilation for Literal[int](0)); loaded from the cache it is not compiled at all
+    assert len(first["row_signatures"]) == 1 and "Literal" not in first["row_signatures"][0]
+    assert second["row_signatures"] == []
     assert any(p.name.startswith("tokis_token_product_") for p in (tmp_path / "tokis" / "kernels").iterdir())
