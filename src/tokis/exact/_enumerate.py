@@ -90,6 +90,9 @@ def enumerate_outcomes(pair: Pair, max_sequences: int, what: str = "enumeration"
         lp = logp[par] + pair.log_mu[t][c, tok]
         keep = lp > -np.inf
         par, tok, c, lp = par[keep], tok[keep], c[keep], lp[keep]
+        # every kept prefix either ends here or goes on: refuse before building the rows
+        if n_done + tok.size > max_sequences:
+            raise _too_many(what, n_done + tok.size, max_sequences)
         lr = np.column_stack([hist_lr[par], pair.log_r[t][c, tok]])
         rw = np.column_stack([hist_rw[par], mdp.step_reward[c, tok]])
         tk = np.column_stack([hist_tok[par], tok])
@@ -106,8 +109,6 @@ def enumerate_outcomes(pair: Pair, max_sequences: int, what: str = "enumeration"
             n_done += int(stop.sum())
         go = ~stop
         ctx, logp, hist_lr, hist_rw, hist_tok, hist_ctx = cn[go], lp[go], lr[go], rw[go], tk[go], cx[go]
-        if n_done + ctx.size > max_sequences:
-            raise _too_many(what, n_done + ctx.size, max_sequences)
 
     rows_lr, rows_rw, mask_rows, fin, lps, rows_tok, rows_ctx = [], [], [], [], [], [], []
     for lr, rw, cn, lp, tk, cx in done:
