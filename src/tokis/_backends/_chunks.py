@@ -39,6 +39,11 @@ an idle core that a dedicated machine always wins (about 2x here when the other 
 free) and that cannot make a call slower than numpy. :func:`threads_for` is the rule; the
 figures come from ``benchmarks/run.py`` (section "auto"). The exact recursions keep their own
 rule (``PARALLEL_MIN_ELEMENTS`` through :func:`chunk_count`).
+
+Many calls in a row (the Monte Carlo harness) get the cores another way: independent chunks of
+replications on a pool of Python threads, every kernel of a chunk on its own thread (numba's
+thread count is per thread; the kernels release the GIL) -- no parallel region, so nothing to
+wait for (:mod:`tokis.analysis._replicate`).
 """
 
 from __future__ import annotations

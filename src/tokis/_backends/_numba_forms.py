@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import types
 
 import numba
@@ -312,9 +313,21 @@ def _bind(template, names: dict):
                               template.__closure__)
 
 
-@functools.lru_cache(maxsize=None)
+_DRIVERS_LOCK = threading.Lock()
+
+
 def _drivers(kind: str, func):
-    """``(parallel, serial)`` compiled drivers of family ``kind`` with the token map ``func`` inlined."""
+    """``(parallel, serial)`` compiled drivers of family ``kind`` with the token map ``func`` inlined.
+
+    Thread-safe: calls from several threads (the harness draws replication chunks on a pool)
+    build a family's kernels once, the others wait for them.
+    """
+    with _DRIVERS_LOCK:
+        return _build_drivers(kind, func)
+
+
+@functools.lru_cache(maxsize=None)
+def _build_drivers(kind: str, func):
     template, drive, fastmath = _TEMPLATES[kind]
     cached = cached_family(kind, func, template, drive, _mapped_block, fastmath,
                            depends=(sys.modules[__name__], _numba_math, _chunks))
@@ -325,7 +338,7 @@ def _drivers(kind: str, func):
     mapped = numba.njit(fastmath=_FM)(_bind(_mapped_block, {"MAP": compiled}))
     rows = numba.njit(**opts)(_bind(template, {"MAP": compiled, "MAPPED": mapped}))
     bound = _bind(drive, {"ROWS": rows})
-    return numba.njit(parallel=True)(bound), numba.njit(bound)
+    return numba.njit(nogil=True, parallel=True)(bound), numba.njit(nogil=True)(bound)
 
 
 def family(kind: str, func, nch: int = 2):

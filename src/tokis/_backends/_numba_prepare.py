@@ -31,7 +31,7 @@ __all__ = ["prepare_numba"]
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scan_rows(lr, mask, has_mask, rew, per_step, flags, lo, hi):  # pragma: no cover - compiled
     # The value checks of rows [lo, hi) as one flat pass over their lo*T..hi*T entries (so the
     # loops vectorise whatever T is). flags (counts; > 0 means yes): [0] NaN/+inf log-ratios at
@@ -85,7 +85,7 @@ def _scan_rows(lr, mask, has_mask, rew, per_step, flags, lo, hi):  # pragma: no 
     flags[4] = holes
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _row_stats(mask, holes, rew, per_step, T, last_step, returns, lengths, lo, hi):  # pragma: no cover - compiled
     # Per row: with holes in the mask, the number of real tokens and the last real step (0 for
     # an empty row, as the reference); with per-step rewards, the return (the sum of the real
@@ -115,7 +115,7 @@ def _row_stats(mask, holes, rew, per_step, T, last_step, returns, lengths, lo, h
             returns[lo + i] = total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _copy_rows(x, mask, out, lo, hi):  # pragma: no cover - compiled
     # out = where(mask, x, 0) as float64
     T = x.shape[1]
@@ -124,7 +124,7 @@ def _copy_rows(x, mask, out, lo, hi):  # pragma: no cover - compiled
             out[i, t] = np.float64(x[i, t]) if mask[i, t] else 0.0
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _scan_par(lr, mask, has_mask, rew, per_step, flags, nchunks):  # pragma: no cover - compiled
     n = lr.shape[0]
     rows = (n + nchunks - 1) // nchunks
@@ -132,7 +132,7 @@ def _scan_par(lr, mask, has_mask, rew, per_step, flags, nchunks):  # pragma: no 
         _scan_rows(lr, mask, has_mask, rew, per_step, flags[ch], ch * rows, min(n, (ch + 1) * rows))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _stats_par(mask, holes, rew, per_step, T, last_step, returns, lengths, nchunks):  # pragma: no cover - compiled
     n = lengths.shape[0]
     rows = (n + nchunks - 1) // nchunks
@@ -140,7 +140,7 @@ def _stats_par(mask, holes, rew, per_step, T, last_step, returns, lengths, nchun
         _row_stats(mask, holes, rew, per_step, T, last_step, returns, lengths, ch * rows, min(n, (ch + 1) * rows))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _copy_par(x, mask, out, nchunks):  # pragma: no cover - compiled
     n = x.shape[0]
     rows = (n + nchunks - 1) // nchunks

@@ -21,7 +21,7 @@ from ._numba_reduce import _max_finite, _sq_dev4, _sum4
 __all__ = ["ratio_batches"]
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _weights(lw, g, m, num, den):  # pragma: no cover - compiled
     for i in range(lw.shape[0]):
         w = fast_exp(lw[i] - m)
@@ -29,7 +29,7 @@ def _weights(lw, g, m, num, den):  # pragma: no cover - compiled
         num[i] = w * g[i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n):  # pragma: no cover - compiled
     lo = r * n
     hi = lo + n
@@ -60,7 +60,7 @@ def _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n):  # pragm
     stderr[r] = math.sqrt(_sq_dev4(z, zm) / (n - 1)) / math.sqrt(n)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _ratio_batches(lw, g, num, den, value, stderr, ess, log_scale, n, nch):  # pragma: no cover - compiled
     R = value.shape[0]
     for ch in numba.prange(nch):
@@ -69,7 +69,7 @@ def _ratio_batches(lw, g, num, den, value, stderr, ess, log_scale, n, nch):  # p
             _ratio_batch(lw, g, num, den, value, stderr, ess, log_scale, r, n)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ratio_batches_serial(lw, g, num, den, value, stderr, ess, log_scale, n):  # pragma: no cover - compiled
     # one thread: no parallel region to compile
     for r in range(value.shape[0]):

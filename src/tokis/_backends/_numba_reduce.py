@@ -34,7 +34,7 @@ from ._numba_math import exp as fast_exp
 __all__ = ["mean_batches"]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sum4(x):  # pragma: no cover - compiled
     """``sum(x)`` with four accumulators in a fixed order."""
     hi = x.shape[0]
@@ -55,7 +55,7 @@ def _sum4(x):  # pragma: no cover - compiled
     return (a0 + a1) + (a2 + a3)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sq_dev4(x, mean):  # pragma: no cover - compiled
     """``sum((x - mean)^2)`` with four accumulators in a fixed order."""
     hi = x.shape[0]
@@ -81,7 +81,7 @@ def _sq_dev4(x, mean):  # pragma: no cover - compiled
     return (a0 + a1) + (a2 + a3)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scaled(log_scale, x):  # pragma: no cover - compiled
     """``exp(log_scale) * x`` without overflow in between (``+-inf`` past float64)."""
     if x == 0.0 or x != x:
@@ -91,7 +91,7 @@ def _scaled(log_scale, x):  # pragma: no cover - compiled
     return mag if x > 0 else -mag
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _max_live(b, h):  # pragma: no cover - compiled
     """``max{b_i : h_i != 0, b_i and h_i finite}`` (``-inf`` if none); four exact running maxima."""
     hi = b.shape[0]
@@ -112,12 +112,12 @@ def _max_live(b, h):  # pragma: no cover - compiled
     return max(max(a0, a1), max(a2, a3))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _finite(x):  # pragma: no cover - compiled
     return x if abs(x) < math.inf else -math.inf
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _max_finite(x):  # pragma: no cover - compiled
     """``max`` of the finite entries of ``x`` (``-inf`` if none); four exact running maxima."""
     hi = x.shape[0]
@@ -138,13 +138,13 @@ def _max_finite(x):  # pragma: no cover - compiled
     return max(max(a0, a1), max(a2, a3))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _live(bi, hi_):  # pragma: no cover - compiled
     ok = (hi_ != 0.0) & (abs(hi_) < math.inf) & (abs(bi) < math.inf)
     return bi if ok else -math.inf
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _abs_max(x):  # pragma: no cover - compiled
     hi = x.shape[0]
     a0 = 0.0
@@ -164,7 +164,7 @@ def _abs_max(x):  # pragma: no cover - compiled
     return max(max(a0, a1), max(a2, a3))
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _exp_times(b, h, m, out):  # pragma: no cover - compiled
     """``out[i] = exp(b_i - m) h_i`` where the row is live (see :func:`_live`), else 0."""
     for i in range(b.shape[0]):
@@ -174,7 +174,7 @@ def _exp_times(b, h, m, out):  # pragma: no cover - compiled
         out[i] = fast_exp(bi - m) * hi_ if ok else 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _shifted(b, h, out):  # pragma: no cover - compiled
     """``out[i] = exp(b_i - m) h_i / M``; returns ``log(exp(m) M)`` (0 when all are 0)."""
     m = _max_live(b, h)
@@ -188,7 +188,7 @@ def _shifted(b, h, out):  # pragma: no cover - compiled
     return m + math.log(top)
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _product(h, g, out):  # pragma: no cover - compiled
     """``out[i] = h_i g_i`` where finite, else 0 (a non-finite term counts as 0, as in the reference)."""
     for i in range(h.shape[0]):
@@ -196,7 +196,7 @@ def _product(h, g, out):  # pragma: no cover - compiled
         out[i] = u if abs(u) < math.inf else 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _normalised(out):  # pragma: no cover - compiled
     """Divide ``out`` by ``max |out|``; return ``log max |out|`` (0 when all are 0)."""
     top = _abs_max(out)
@@ -207,14 +207,14 @@ def _normalised(out):  # pragma: no cover - compiled
     return math.log(top)
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _exp_block(wb, m, i0, i1, buf):  # pragma: no cover - compiled
     x = wb[i0:i1]
     for j in range(x.shape[0]):
         buf[j] = fast_exp(x[j] - m)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _exp_sums(wb, m):  # pragma: no cover - compiled
     """``(sum w, sum w^2)`` of ``w_i = exp(wb_i - m)`` (each ``<= 1``), in a fixed order.
 
@@ -256,7 +256,7 @@ def _exp_sums(wb, m):  # pragma: no cover - compiled
     return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _plain_sums(wh):  # pragma: no cover - compiled
     """``(sum w, sum w^2)`` of ``w_i = wh_i / max |wh|`` (finite entries only), in a fixed order."""
     top = 0.0
@@ -289,7 +289,7 @@ def _plain_sums(wh):  # pragma: no cover - compiled
     return s0 + s1, q0 + q1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, r, n):  # pragma: no cover
     # f_i = exp(b_i) h_i (exp_f) or h_i g_i; weights exp(w_i) (exp_w) or w_i. The helpers get
     # views of the batch's rows indexed from 0 (loops with a provably non-negative index
@@ -319,7 +319,7 @@ def _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, 
     ess[r] = 0.0 if sq == 0.0 else total * total / sq
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _mean_batches(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, n, nch):  # pragma: no cover
     R = value.shape[0]
     for ch in numba.prange(nch):
@@ -328,7 +328,7 @@ def _mean_batches(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale
             _mean_batch(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, r, n)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mean_batches_serial(b, h, g, w, exp_f, exp_w, terms, value, stderr, ess, log_scale, n):  # pragma: no cover
     # one thread: no parallel region to compile (numba's parfor passes are most of a driver's compile time)
     for r in range(value.shape[0]):

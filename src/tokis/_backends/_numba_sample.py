@@ -38,7 +38,7 @@ from ._tables import eos_index, start_table, step_tables
 __all__ = ["sample_numba", "rollouts_numba", "ratios_numba", "search_sorted_right", "run_keys", "sample_threads"]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def search_sorted_right(table, offset, size, u):  # pragma: no cover - compiled
     """First ``a`` with ``u < table[offset + a]`` over ``size`` entries (result in ``[0, size)``).
 
@@ -59,7 +59,7 @@ _BLOCK = 16  # rows advanced in lockstep: their searches vectorise and their lat
 _CHUNK_ROWS = 256  # rows per parallel work item
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sample_rows(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, lo, hi):  # pragma: no cover - compiled
     # cdf (Tp, S, V) with Tp in {1, T}; start_cdf (S,); nxt (S, V) int64; keys (R,) uint64 run
     # keys, one per replication of n rows (global row g is sequence g % n of replication g // n);
@@ -120,7 +120,7 @@ def _sample_rows(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, lo, hi):  
                     contexts[i0 + j, t] = -1
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _sample_par(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts):  # pragma: no cover - compiled
     rows = tokens.shape[0]
     nitems = (rows + _CHUNK_ROWS - 1) // _CHUNK_ROWS
@@ -172,7 +172,7 @@ def sample_numba(mdp, cdf: np.ndarray, n: int, seed):
     return tokens, contexts
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, term_tab, nxt, noisy, reward_keys, n,
                    mask, lpb, lpt, lr, rew, lengths, final, last_reward, lo, hi):  # pragma: no cover - compiled
     # The numpy reference's _assemble for rows [lo, hi): lp tables (Tp, S, V) with Tp in
@@ -222,7 +222,7 @@ def _assemble_rows(tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab, ter
         last_reward[i] = rew[i, last]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _rollouts_par(cdf, start_cdf, nxt, eos, keys, n, tokens, contexts, lpb_tab, lpt_tab, has_target, step_tab,
                   term_tab, noisy, reward_keys, mask, lpb, lpt, lr, rew, lengths, final, last_reward):  # pragma: no cover
     rows = tokens.shape[0]
@@ -320,7 +320,7 @@ def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed) -> dict
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, term_tab, noisy, reward_keys, mask, lr,
                 rew, lo, hi):  # pragma: no cover - compiled
     # _sample_rows and _assemble_rows fused for rows [lo, hi), writing only mask, lr and rew:
@@ -362,7 +362,7 @@ def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, t
         rew[i, L - 1 if L > 0 else T - 1] += term
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _ratios_par(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, term_tab, noisy, reward_keys, mask, lr,
                 rew):  # pragma: no cover - compiled
     rows = lr.shape[0]

@@ -24,7 +24,7 @@ CHUNKS = 32
 __all__ = ["scatter_gradient"]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scatter_rows(w, tokens, contexts, mask, time_dependent, acc, tot, lo, hi):  # pragma: no cover - compiled
     T = w.shape[1]
     for i in range(lo, hi):
@@ -36,7 +36,7 @@ def _scatter_rows(w, tokens, contexts, mask, time_dependent, acc, tot, lo, hi): 
                 tot[k, c] += w[i, t]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _scatter(w, tokens, contexts, mask, time_dependent, acc, tot, nch):  # pragma: no cover - compiled
     n = w.shape[0]
     if nch > 1:

@@ -61,7 +61,8 @@ from ..estimators._forms import TokenSum
 from ..estimators._intervals import LOWER_BOUNDS, METHODS, NotApplicableError
 from ._common import as_behavior, as_family, parse_horizons
 from ._config import Behavior, parse_estimators, to_jsonable
-from ._harness import estimate_bounds, exact_columns, replication_batches, replication_seeds
+from ._harness import estimate_bounds, exact_columns, replication_seeds
+from ._replicate import replication_map
 from ._horizon import horizon_points
 from ._output import BLANK
 from ._sweep import run_cells
@@ -184,12 +185,13 @@ def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resa
             for m in todo[k]:
                 if m in LOWER_BOUNDS:
                     failed[k][m] = f"ci method {m!r} does not apply: {reason}"
-    for j0, count, batch in replication_batches(mdp, target, behavior, n, seeds, backend):  # one call per chunk
+    def work(j0, batch):  # in the thread that drew the chunk; writes its own rows of lo, hi
+        count, fails = batch.shape[0], []
         rows = slice(j0, j0 + count)
         for k in range(K):
             est = funcs[k](batch, **specs[k].kwargs)
             for m in todo[k]:
-                if m in failed[k]:
+                if m in failed[k]:  # read only here: set before the chunks are drawn
                     continue
                 try:
                     if m == "bca":  # each replication resamples with its own generator
@@ -201,7 +203,13 @@ def _compute_point(mdp, target, behavior, specs, todo, n, R, seed, level, n_resa
                         kw = dict(upper=uppers[k]) if m == "hoeffding" else {}
                         lo[k][m][rows], hi[k][m][rows] = est.ci(level, method=m, **kw)
                 except NotApplicableError as err:
-                    failed[k][m] = " ".join(str(err).split())
+                    fails.append((k, m, " ".join(str(err).split())))
+        return fails
+
+    chunk_fails = [f for _, _, f in replication_map(mdp, target, behavior, n, seeds, backend, work)]
+    for fails in chunk_fails:  # in chunk order: the first chunk's reason, as on one thread
+        for k, m, reason in fails:
+            failed[k].setdefault(m, reason)
     out = []
     for k, spec in enumerate(specs):
         ex = exact_columns(mdp, target, behavior, spec, n)

@@ -84,9 +84,10 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
-from ._memory import check_batch_memory, replication_chunk
+from ._memory import check_batch_memory
+from ._replicate import replication_map
 from ._config import canonical_json, parse_estimators
 
 __all__ = [
@@ -95,7 +96,6 @@ __all__ = [
     "BREAKDOWN_CHECKS",
     "monte_carlo",
     "replication_seeds",
-    "replication_batches",
     "check_row",
     "summarise",
     "exact_columns",
@@ -152,7 +152,7 @@ ASYMPTOTIC_COLUMNS = ("exact_mean", "exact_bias", "exact_std", "exact_mse")
 BREAKDOWN_CHECKS = ("non_finite", "mean_out_of_range", "std_over_half_range", "bias_1n_over_std",
                     "normalizer_cv_over_1")
 
-_Z975 = float(stats.norm.ppf(0.975))
+_Z975 = float(special.ndtri(0.975))  # scipy.special, not scipy.stats: 0.4 s less to import
 
 
 #: Harness columns holding text; ``std_underestimated`` and ``asymptotic_breakdown`` are flags,
@@ -447,8 +447,9 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
         sd = float(v.std(ddof=1)) if R > 1 else nan
         half = _Z975 * sd / math.sqrt(R)
         if R > 1:
-            lo = sd * math.sqrt((R - 1) / stats.chi2.ppf(0.975, R - 1))
-            hi = sd * math.sqrt((R - 1) / stats.chi2.ppf(0.025, R - 1))
+            # chi2 quantiles q_0.975, q_0.025 with R - 1 degrees of freedom (chdtri inverts the upper tail)
+            lo = sd * math.sqrt((R - 1) / special.chdtri(R - 1, 0.025))
+            hi = sd * math.sqrt((R - 1) / special.chdtri(R - 1, 0.975))
         else:
             lo = hi = nan
         bias = mean - target_value
@@ -487,41 +488,20 @@ def summarise(values, ess, exact: dict, target_value: float) -> dict:
     return out
 
 
-def replication_batches(mdp, target, behavior, n, seeds, backend):
-    """Yield ``(lo, count, batch)``: replications ``lo .. lo + count`` as one prepared estimator batch.
-
-    Replications are an array axis: one sampler call draws a chunk of them (as many as fit in
-    :func:`~tokis.analysis._memory.replication_chunk`'s budget; only the log-ratios, rewards and
-    mask, :func:`tokis.envs._sample.sample_ratios`, into buffers reused by every chunk), and the
-    chunk is validated once (:func:`tokis.estimators.prepare`) for every estimator called on it;
-    replication ``r`` is bit for bit the batch of seed ``seeds[r]``. A batch is valid until the
-    next one is drawn.
-    """
-    from ..envs._sample import sample_ratios
-    from ..estimators import prepare
-
-    R = len(seeds)
-    step = replication_chunk(n, mdp.horizon, R)
-    shape = (min(step, R), n, mdp.horizon)
-    buffers = (np.empty(shape), np.empty(shape), np.empty(shape, dtype=bool))
-    for lo in range(0, R, step):
-        part = list(seeds[lo:lo + step])
-        out = tuple(b[:len(part)] for b in buffers)
-        log_ratio, rewards, mask = sample_ratios(mdp, behavior, target, n, part, backend, out=out)
-        yield lo, len(part), prepare(log_ratio, rewards, mask=mask, backend=backend)
-
-
 def _simulate(mdp, target, behavior, specs, n, seeds, backend):
     """Estimates and ESS of every spec on every replication: two arrays (K, R), one call per chunk of replications."""
     K, R = len(specs), len(seeds)
     values = np.full((K, R), np.nan)
     ess = np.full((K, R), np.nan)
     funcs = [s.resolve() for s in specs]
-    for lo, count, batch in replication_batches(mdp, target, behavior, n, seeds, backend):
-        for k in range(K):
-            est = funcs[k](batch, **specs[k].kwargs)
-            values[k, lo:lo + count] = est.value
-            ess[k, lo:lo + count] = est.ess
+
+    def work(lo, batch):
+        return [(e.value, e.ess) for e in (f(batch, **s.kwargs) for f, s in zip(funcs, specs))]
+
+    for lo, count, results in replication_map(mdp, target, behavior, n, seeds, backend, work):
+        for k, (value, e) in enumerate(results):
+            values[k, lo:lo + count] = value
+            ess[k, lo:lo + count] = e
     return values, ess
 
 
