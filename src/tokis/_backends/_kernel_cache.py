@@ -101,7 +101,7 @@ def _source(kind: str, module: str, qualname: str, rows, drive, block, fastmath)
         f"MAP = compile_map(_map_root{qualname[len(head):]})",
         "",
         "",
-        "@numba.njit(cache=True, fastmath=set(['contract', 'reassoc']))",
+        "@numba.njit(cache=True, fastmath=set(['contract', 'reassoc']), inline='always')",
         inspect.getsource(block).strip(),
         "",
         "",

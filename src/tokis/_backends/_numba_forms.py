@@ -335,7 +335,8 @@ def _build_drivers(kind: str, func):
         return cached
     opts = {"fastmath": fastmath} if fastmath else {}
     compiled = compile_map(func)
-    mapped = numba.njit(fastmath=_FM)(_bind(_mapped_block, {"MAP": compiled}))
+    # inlined into the row function in numba's IR: no separate function to compile (~0.1 s per kernel)
+    mapped = numba.njit(fastmath=_FM, inline="always")(_bind(_mapped_block, {"MAP": compiled}))
     rows = numba.njit(**opts)(_bind(template, {"MAP": compiled, "MAPPED": mapped}))
     bound = _bind(drive, {"ROWS": rows})
     return numba.njit(nogil=True, parallel=True)(bound), numba.njit(nogil=True)(bound)
