@@ -23,7 +23,7 @@ import multiprocessing
 import pandas as pd
 
 from ._progress import progress as progress_counter
-from . import _harness
+from . import _harness, _warmup
 from ._config import canonical_json, config_key, parse_estimators, to_jsonable
 from ._memory import check_batch_memory
 from ._store import open_store
@@ -172,7 +172,7 @@ def run_tasks(tasks, compute, args_of, finish, workers: int, scheduler=None) -> 
 
 
 def run_cells(cells, compute, args_of, *, store=None, workers=1, scheduler=None, progress=False, desc="sweep",
-              unit="cell", check=None, per_cell=False):
+              unit="cell", check=None, per_cell=False, before=None):
     """Compute the cells missing from the store, one task per point, storing each as it arrives.
 
     The one cell loop of every stored command (sweeps, gradient, coverage, train): each cell is
@@ -194,6 +194,10 @@ def run_cells(cells, compute, args_of, *, store=None, workers=1, scheduler=None,
         ``check(i)`` is the row check of point ``i``'s stored cells (or None).
     per_cell : bool
         One task per cell instead of one per point (each cell stored the moment it finishes).
+    before : callable, optional
+        ``before(i)`` is called once, with the point of the first task, before cells are
+        computed in this process (not when every cell is stored, nor with ``workers > 1`` or a
+        ``scheduler``).
 
     Returns
     -------
@@ -230,6 +234,8 @@ def run_cells(cells, compute, args_of, *, store=None, workers=1, scheduler=None,
             computed += len(todo)
             bar.update(len(todo))
 
+        if before is not None and tasks and workers == 1 and scheduler is None:
+            before(tasks[0][0])
         try:
             run_tasks(tasks, compute, args_of, finish, workers, scheduler=scheduler)
         finally:
@@ -301,7 +307,8 @@ def run_sweep(points, estimators, *, n, replications, seed=0, backend="auto", st
     cells = [[cell_config(p, s, n=n, replications=R, seed=seed) for s in specs] for p in points]
     rows, cached, computed = run_cells(cells, compute_point, args, store=store, workers=workers,
                                        scheduler=scheduler, progress=progress, desc=desc,
-                                       check=lambda i: _harness.check_row)
+                                       check=lambda i: _harness.check_row,
+                                       before=lambda i: _warmup.start(points[i], specs, backend))
     out = [{**dict(p.coords), **row} for p, point_rows in zip(points, rows) for row in point_rows]
     table = pd.DataFrame(out)
     lead = [c for c, _ in points[0].coords] + list(POINT_COLUMNS) + list(_harness.COLUMNS)
