@@ -84,7 +84,8 @@ def _compare(base_dir: str, cur_dir: str) -> str:
     cols = [k for k in b.columns if k in c.columns and b[k].dtype.kind == "f" and c[k].dtype.kind == "f"]
     x, y = b[cols].to_numpy(), c[cols].to_numpy()
     # differences relative to each column's scale (an exact bias of 1e-16 is rounding, not a value)
-    scale = np.nanmax(np.abs(np.concatenate([x, y])), axis=0)
+    both = np.abs(np.concatenate([x, y]))
+    scale = np.where(np.isnan(both).all(axis=0), 0.0, np.nanmax(np.where(np.isnan(both), -np.inf, both), axis=0))
     diff = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y)) / np.where(scale > 0, scale, 1.0)
     exact = np.nanmax(diff, axis=0)
     mc = [k for k in cols if k.startswith("mc_") or k == "mean_ess"]
