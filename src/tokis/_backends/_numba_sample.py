@@ -241,6 +241,14 @@ def _log_prob_table(policy) -> np.ndarray:
     return np.ascontiguousarray(lp if lp.ndim == 3 else lp[None])
 
 
+def _log_ratio_table(behavior, target) -> np.ndarray:
+    """``log pi - log mu`` for every (step, context, token) (Tp, S, V): the subtraction the
+    reference does per sampled token, done once per table entry (the same float64 operation,
+    so the same values; entries no sequence can sample may be nan and are never read)."""
+    with np.errstate(invalid="ignore"):
+        return np.ascontiguousarray(_log_prob_table(target) - _log_prob_table(behavior))
+
+
 #: dtype of ``mask.sum(axis=1)``, the reference's lengths
 _LENGTH_DTYPE = np.zeros((1, 1), dtype=bool).sum(axis=1).dtype
 
@@ -321,7 +329,7 @@ def rollouts_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed) -> dict
 
 
 @numba.njit(cache=True, nogil=True)
-def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, term_tab, noisy, reward_keys, mask, lr,
+def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lr_tab, step_tab, term_tab, noisy, reward_keys, mask, lr,
                 rew, lo, hi):  # pragma: no cover - compiled
     # _sample_rows and _assemble_rows fused for rows [lo, hi), writing only mask, lr and rew:
     # each drawn token's entries are written at once (the same gather and single subtraction
@@ -332,9 +340,11 @@ def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, t
     # (51 x 1024 rows x 64 steps, one thread).
     tp, S, V = cdf.shape
     T = lr.shape[1]
-    tb = lpb_tab.shape[0] > 1
-    tt = lpt_tab.shape[0] > 1
+    tl = lr_tab.shape[0] > 1
     flat = cdf.ravel()
+    lr_flat = lr_tab.ravel()
+    step_flat = step_tab.ravel()
+    nxt_flat = nxt.ravel()
     for i in range(lo, hi):
         rk = row_key(keys[i // n], i % n)
         c = search_sorted_right(start_cdf, 0, S, uniform_at(rk, T))
@@ -343,13 +353,14 @@ def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, t
         last_a = 0
         for t in range(T):
             a = search_sorted_right(flat, ((t if tp > 1 else 0) * S + c) * V, V, uniform_at(rk, t))
+            k = c * V + a  # (context, token) in the flat (S, V) tables
             mask[i, t] = True
-            lr[i, t] = lpt_tab[t if tt else 0, c, a] - lpb_tab[t if tb else 0, c, a]
-            rew[i, t] = step_tab[c, a]
+            lr[i, t] = lr_flat[(t if tl else 0) * S * V + k]
+            rew[i, t] = step_flat[k]
             L = t + 1
             last_c = c
             last_a = a
-            c = nxt[c, a]
+            c = nxt_flat[k]
             if a == eos:
                 break
         for t in range(L, T):
@@ -363,12 +374,12 @@ def _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, t
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _ratios_par(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, term_tab, noisy, reward_keys, mask, lr,
+def _ratios_par(cdf, start_cdf, nxt, eos, keys, n, lr_tab, step_tab, term_tab, noisy, reward_keys, mask, lr,
                 rew):  # pragma: no cover - compiled
     rows = lr.shape[0]
     nitems = (rows + _CHUNK_ROWS - 1) // _CHUNK_ROWS
     for item in numba.prange(nitems):
-        _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lpb_tab, lpt_tab, step_tab, term_tab, noisy, reward_keys, mask,
+        _ratio_rows(cdf, start_cdf, nxt, eos, keys, n, lr_tab, step_tab, term_tab, noisy, reward_keys, mask,
                     lr, rew, item * _CHUNK_ROWS, min(rows, (item + 1) * _CHUNK_ROWS))
 
 
@@ -405,7 +416,7 @@ def ratios_numba(mdp, behavior, target, cdf: np.ndarray, n: int, seed, out=None)
     else:
         lr, rew, mask = (a.reshape(rows, T) for a in out)
     args = (step_tables(cdf), start_table(mdp.start), np.ascontiguousarray(mdp.next_context, dtype=np.int64),
-            np.int64(eos_index(mdp)), keys, np.int64(n), _log_prob_table(behavior), _log_prob_table(target),
+            np.int64(eos_index(mdp)), keys, np.int64(n), _log_ratio_table(behavior, target),
             np.ascontiguousarray(mdp.step_reward, dtype=np.float64),
             np.ascontiguousarray(mdp.terminal_reward, dtype=np.float64), mdp.reward_noise == "bernoulli",
             run_keys(seed, STREAM_REWARD), mask, lr, rew)
