@@ -113,19 +113,26 @@ def _band(params):
 
 
 def _truncate(log_w, *, c):
-    """Truncate ``W`` at ``c`` (``"ionides"``: ``c = mean(W) sqrt(n)`` from the batch)."""
-    n = log_w.shape[0]
+    """Truncate ``W`` at ``c`` (``"ionides"``: ``c = mean(W) sqrt(n)`` from the batch).
+
+    ``log_w`` (n,) is one batch, or (R, n) one batch per row (each row exactly what its own
+    (n,) call returns; the diagnostics are then (R,) arrays instead of floats).
+    """
+    n = log_w.shape[-1]
     if c == "ionides":
         finite = np.isfinite(log_w)
-        if finite.any():
-            top = float(log_w[finite].max())
-            log_c = top + math.log(float(np.exp(log_w - top).mean())) + 0.5 * math.log(n)
-        else:
-            log_c = -math.inf
+        some = finite.any(axis=-1, keepdims=True)
+        top = np.where(some, np.where(finite, log_w, -np.inf).max(axis=-1, keepdims=True), 0.0)
+        with np.errstate(divide="ignore"):
+            mean_w = np.exp(log_w - top).mean(axis=-1, keepdims=True)
+            log_c = np.where(some, top + np.log(mean_w) + 0.5 * math.log(n), -np.inf)
     else:
-        log_c = math.log(c)
-    diag = {"c": math.exp(log_c) if log_c < 709.0 else math.inf, "log_c": log_c,
-            "truncated_fraction": float(np.count_nonzero(log_w > log_c)) / n}
+        log_c = np.full(log_w.shape[:-1] + (1,), math.log(c))
+    lc = log_c[..., 0]
+    diag = {"c": np.where(lc < 709.0, np.exp(np.minimum(lc, 709.0)), np.inf), "log_c": lc,
+            "truncated_fraction": np.count_nonzero(log_w > log_c, axis=-1) / n}
+    if log_w.ndim == 1:
+        diag = {k: float(v) for k, v in diag.items()}
     return np.minimum(log_w, log_c), diag
 
 
@@ -180,7 +187,7 @@ snis = define(
     notes=("Consistent, biased at finite n (O(1/n)); always within the range of the returns. Standard error by "
            "the delta method; nan when every weight is zero. ess is Kish's on W."))
 trunc_seq = define(
-    "trunc_seq", _W, reduce=BatchTransform(_truncate, per_sample=lambda p: p["c"] != "ionides"),
+    "trunc_seq", _W, reduce=BatchTransform(_truncate, per_sample=lambda p: p["c"] != "ionides", batched=True),
     params={"c": Param("ionides", _c_or_ionides)},
     description="truncated sequence IS: min(W, c) G, c = mean(W) sqrt(n) by default",
     reference="Ionides (2008), JCGS 17(2)",

@@ -195,16 +195,20 @@ class _Run:
         """Transform each batch's (n,) log-weights on the host; the diagnostics become (...) arrays."""
         b = self.batch
         blocks = b.per_batch(to_host(lw))
-        out = np.empty(blocks.shape)
-        extras = []
-        for r in range(self.R):
-            new, extra = reduce.transform(blocks[r], **self.params)
-            out[r] = new
-            extras.append(extra)
-        if b.shape == ():
-            diag.update(extras[0])
+        if reduce.batched:  # every batch in one call (rows of the (R, n) blocks)
+            out, extra = reduce.transform(blocks, **self.params)
+            extras = {k: np.asarray(v) for k, v in extra.items()}
         else:
-            diag.update({k: np.asarray([e[k] for e in extras]).reshape(b.shape) for k in extras[0]})
+            out = np.empty(blocks.shape)
+            each = []
+            for r in range(self.R):
+                out[r], extra = reduce.transform(blocks[r], **self.params)
+                each.append(extra)
+            extras = {k: np.asarray([e[k] for e in each]) for k in each[0]}
+        if b.shape == ():
+            diag.update({k: v.reshape(()).item() for k, v in extras.items()})
+        else:
+            diag.update({k: v.reshape(b.shape) for k, v in extras.items()})
         # whether the estimate depends on the batch as a whole (psis; trunc_seq with c="ionides"):
         # intervals that assume independent per-sample terms read this
         diag["batch_transform"] = not reduce.is_per_sample(self.params)

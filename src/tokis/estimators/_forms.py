@@ -245,6 +245,10 @@ class BatchTransform:
         ``per_sample(params) -> bool``: true when, for these parameters, the transform is the
         form's own per-sample statistic (trunc_seq with a numeric ``c``), so exact moments do
         not depend on ``n``. Default: never.
+    batched : bool
+        ``transform`` also takes (R, n) log-weights, one batch per row, and returns (R, n) and
+        diagnostics as (R,) arrays, each row exactly its (n,) call: many replications are then
+        transformed in one call instead of a Python loop over them. Default False.
 
     Notes
     -----
@@ -254,6 +258,7 @@ class BatchTransform:
     transform: Callable
     then: Any = "mean"
     per_sample: Callable | None = None
+    batched: bool = False
 
     def __post_init__(self):
         if not callable(self.transform):
