@@ -177,3 +177,25 @@ def test_define_rejects_what_it_cannot_derive():
         spec(np.zeros((2, 2)), np.ones(2), c=1.0)
     with pytest.raises(ValueError, match="eps must not be NaN"):
         spec(np.zeros((2, 2)), np.ones(2), eps=float("nan"))
+
+
+def test_a_batched_transform_runs_once_for_every_replication(rng):
+    calls = []
+
+    def halve(log_w, *, k):  # works along the last axis: (n,) or (R, n)
+        calls.append(log_w.shape)
+        return log_w - np.log(k), {"top": log_w.max(axis=-1)}
+
+    batched = define("halve_b", TokenProduct(lambda l: l), reduce=BatchTransform(halve, batched=True),
+                     params={"k": 2.0})
+    looped = define("halve_l", TokenProduct(lambda l: l), reduce=BatchTransform(halve), params={"k": 2.0})
+    lr, rew = rng.normal(scale=0.3, size=(5, 16, 4)), rng.random((5, 16))
+    a = batched(lr, rew)
+    assert calls == [(5, 16)]
+    b = looped(lr, rew)
+    assert calls[1:] == [(16,)] * 5
+    np.testing.assert_array_equal(a.value, b.value)
+    np.testing.assert_array_equal(a.diagnostics["top"], b.diagnostics["top"])
+    assert isinstance(batched(lr[0], rew[0]).diagnostics["top"], float)
+    with pytest.raises(TypeError, match="batched must be True or False"):
+        BatchTransform(halve, batched="yes")

@@ -265,6 +265,8 @@ class BatchTransform:
             raise TypeError(f"BatchTransform.transform must be callable, got {self.transform!r}")
         if not (callable(self.then) or self.then in ("mean", "ratio")):
             raise ValueError(f"BatchTransform.then must be 'mean', 'ratio' or a function of the parameters, got {self.then!r}")
+        if not isinstance(self.batched, bool):
+            raise TypeError(f"BatchTransform.batched must be True or False, got {self.batched!r}")
 
     def reduction(self, params) -> str:
         """``"mean"`` or ``"ratio"`` for these parameters."""
