@@ -97,3 +97,20 @@ def test_the_helper_compiles_the_kernels_the_sweep_then_loads(tmp_path):
     # the sweep compiled those, and loaded every kernel the helper compiled from the cache
     assert any(n.endswith("_mean_batches_serial") for n in sweep)
     assert not family(sweep) and not any(n.endswith("_ratio_batches_serial") for n in sweep)
+
+
+def test_a_job_that_cannot_be_handed_over_runs_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(_kernel_cache, "cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+
+    def no_process(argv, **kw):
+        raise OSError("cannot start a process here")
+
+    monkeypatch.setattr(_warmup.subprocess, "Popen", no_process)
+    assert _warmup.start(_point(), parse_estimators(["seq"]), "auto") is None
+    assert [p.name for p in tmp_path.iterdir()] == [f"warmup-{_warmup.stamp_key()}"]  # no job file left behind
+    # an unpicklable job (a map defined in a function, say) is no error either
+    (tmp_path / f"warmup-{_warmup.stamp_key()}").unlink()
+    monkeypatch.setattr(_warmup.pickle, "dump", lambda *a, **k: (_ for _ in ()).throw(TypeError("cannot pickle")))
+    assert _warmup.start(_point(), parse_estimators(["seq"]), "auto") is None
+    assert [p.name for p in tmp_path.iterdir()] == [f"warmup-{_warmup.stamp_key()}"]

@@ -78,11 +78,20 @@ def start(point, specs, backend: str):
     directory = _claim()
     if directory is None:
         return None
-    fd, path = tempfile.mkstemp(dir=directory, prefix="warmup-job-", suffix=".pkl")
-    with os.fdopen(fd, "wb") as fh:
-        pickle.dump((point.mdp, point.target, point.behavior, list(specs)), fh)
-    return subprocess.Popen([sys.executable, "-m", __name__, path], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    path = None
+    try:  # best effort: a job that cannot be handed over (an unpicklable user map, no process) runs without it
+        fd, path = tempfile.mkstemp(dir=directory, prefix="warmup-job-", suffix=".pkl")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump((point.mdp, point.target, point.behavior, list(specs)), fh)
+        return subprocess.Popen([sys.executable, "-m", __name__, path], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except Exception:
+        if path is not None:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        return None
 
 
 def _order(specs) -> list:
