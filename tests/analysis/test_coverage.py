@@ -155,3 +155,22 @@ def test_module_entry_point_help():
     res = subprocess.run([sys.executable, "-m", "tokis.analysis.coverage", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and "--resamples" in res.stdout and "--methods" in res.stdout
+
+
+def test_damaged_stored_coverage_row_is_recomputed(tmp_path):
+    import sqlite3
+
+    from tokis.analysis._store import StoreWarning
+
+    kw = dict(estimators=["seq"], methods=["normal", "t"], horizons=[2], n=16, replications=20, seed=5)
+    path = tmp_path / "c.sqlite"
+    first = coverage(FAM, **kw, store=path)
+    conn = sqlite3.connect(path)
+    (key, row), *_ = conn.execute("SELECT key, row FROM cells").fetchall()
+    conn.execute("UPDATE cells SET row = ? WHERE key = ?", (row.replace('"coverage": ', '"coverage": "banana", "x": '), key))
+    conn.commit()
+    conn.close()
+    with pytest.warns(StoreWarning, match="'coverage' holds 'banana'"):
+        again = coverage(FAM, **kw, store=path)
+    assert again.attrs["computed"] == 1 and again.attrs["cached"] == 1
+    pd.testing.assert_frame_equal(again, first, check_exact=True)

@@ -214,3 +214,22 @@ def test_python_dash_m_help():
     r = subprocess.run([sys.executable, "-m", "tokis.analysis.gradient", "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "--objectives" in r.stdout and "--kls" in r.stdout
+
+
+def test_damaged_stored_gradient_row_is_recomputed(tmp_path):
+    import sqlite3
+
+    from tokis.analysis._store import StoreWarning
+
+    kw = dict(objectives=["tok", "seq"], horizons=[2], kls=[0.05], n=8)
+    path = tmp_path / "g.sqlite"
+    first = gradient_sweep(FAM, store=path, **kw)
+    conn = sqlite3.connect(path)
+    (key, row), *_ = conn.execute("SELECT key, row FROM cells").fetchall()
+    conn.execute("UPDATE cells SET row = ? WHERE key = ?", (row.replace('"method": ', '"method": 3, "x": '), key))
+    conn.commit()
+    conn.close()
+    with pytest.warns(StoreWarning, match="'method' holds 3"):
+        again = gradient_sweep(FAM, store=path, **kw)
+    assert again.attrs["computed"] == 1 and again.attrs["cached"] == 1
+    pd.testing.assert_frame_equal(again, first, check_exact=True)

@@ -65,6 +65,7 @@ from ._harness import estimate_bounds, exact_columns, replication_seeds
 from ._replicate import replication_map
 from ._horizon import horizon_points
 from ._output import BLANK
+from ._store import row_check
 from ._sweep import run_cells
 
 __all__ = ["coverage", "display_coverage_table", "wilson_interval", "parse_methods", "COLUMNS", "DISPLAY_COLUMNS",
@@ -97,6 +98,9 @@ COLUMNS = ("side", "applicable", "target", "target_value", "exact_method", "cove
 #: Columns of the printed table.
 DISPLAY_COLUMNS = ("T", "estimator", "method", "side", "target", "coverage [95% Wilson]", "miss_low", "miss_high",
                    "mean_width", "mean_shortfall", "flag")
+
+#: Check of a stored coverage row against :data:`COLUMNS` (the results store's ``check``).
+check_row = row_check(COLUMNS, text=("side", "target", "exact_method", "note"), flags=("applicable",))
 
 _Z975 = 1.959963984540054
 
@@ -342,7 +346,8 @@ def coverage(family=None, behavior=None, *, estimators=DEFAULT_ESTIMATORS, metho
                 backend)
 
     rows, cached, computed = run_cells(cells, _compute_cells, args, store=store, workers=workers,
-                                       scheduler=scheduler, progress=progress, desc="coverage")
+                                       scheduler=scheduler, progress=progress, desc="coverage",
+                                       check=lambda i: check_row)
     out = [{"T": dict(p.coords)["T"], "estimator": specs[k].label, "name": specs[k].name, "method": m, **row}
            for p, point_rows in zip(points, rows) for (k, m), row in zip(items, point_rows)]
     table = pd.DataFrame(out, columns=["T", "estimator", "name", "method", *COLUMNS])

@@ -55,6 +55,7 @@ from ._common import as_behavior, as_family, parse_floats, parse_horizons
 from ._config import Behavior, canonical_json, to_jsonable
 from ._estimator_config import split_items
 from ._output import BLANK
+from ._store import row_check
 from ._sweep import run_cells
 
 __all__ = [
@@ -101,6 +102,8 @@ COLUMNS = ("method", "cosine", "relative_bias", "ascent", "variance_along", "snr
 DISPLAY_COLUMNS = ("T", "kl", "objective", "method", "cosine", "relative_bias", "ascent", "variance_along", "snr",
                    "clip_probability", "clip_mass", "state_share", "value_share")
 _METRICS = COLUMNS[1:-1]
+#: Check of a stored gradient row against :data:`COLUMNS` (the results store's ``check``).
+check_row = row_check(COLUMNS, text=("method", "note"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +457,7 @@ def gradient_sweep(family=None, behavior=None, *, objectives=DEFAULT_OBJECTIVES,
         return p.mdp, p.theta, p.mu, p.old, [resolved[j] for j in todo], n, max_sequences
 
     rows, cached, computed = run_cells(cells, _compute_point, args, store=store, workers=workers, scheduler=scheduler,
-                                       progress=progress, desc="gradient")
+                                       progress=progress, desc="gradient", check=lambda i: check_row)
     out = [{"T": p.T, "kl": p.kl, "objective": o.label, "name": o.name, **row}
            for p, point_rows in zip(points, rows) for o, row in zip(objs, point_rows)]
     table = pd.DataFrame(out, columns=["T", "kl", "objective", "name", *COLUMNS])

@@ -42,6 +42,7 @@ from scipy import special
 from ._breakdown import BREAKDOWN_CHECKS, breakdown_mask, delta_method_checks, estimate_bounds, no_checks, normalizer_cv
 from ._memory import check_batch_memory
 from ._replicate import replication_map
+from ._store import row_check
 from ._config import canonical_json, parse_estimators
 
 __all__ = [
@@ -110,26 +111,9 @@ _TEXT_COLUMNS = frozenset({"estimator", "name", "params", "method", "exact_note"
 _FLAG_COLUMNS = frozenset({"std_underestimated", "asymptotic_breakdown"})
 
 
-def check_row(row: dict) -> None:
-    """Check a stored harness row against :data:`COLUMNS` (the results store's ``check``).
-
-    Raises
-    ------
-    ValueError
-        A missing column, or a value of the wrong kind (e.g. ``"exact_mean": "banana"``).
-    """
-    for col in COLUMNS:
-        if col not in row:
-            raise ValueError(f"column {col!r} is missing")
-        v = row[col]
-        if col in _TEXT_COLUMNS:
-            ok = isinstance(v, str)
-        elif col in _FLAG_COLUMNS:
-            ok = isinstance(v, bool)
-        else:
-            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-        if not ok:
-            raise ValueError(f"column {col!r} holds {v!r}")
+#: Check of a stored harness row against :data:`COLUMNS` (the results store's ``check``): raises
+#: ValueError for a missing column or a value of the wrong kind (e.g. ``"exact_mean": "banana"``).
+check_row = row_check(COLUMNS, text=_TEXT_COLUMNS, flags=_FLAG_COLUMNS)
 
 
 def replication_seeds(seed, replications) -> list[int]:

@@ -21,9 +21,35 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = ["ResultStore", "StoreWarning", "default_store_path", "open_store"]
+__all__ = ["ResultStore", "StoreWarning", "default_store_path", "open_store", "row_check"]
 
 _COLUMNS = ["key", "config", "row", "created"]
+
+
+def row_check(columns, *, text=(), flags=()):
+    """The check of a stored row of a table with these ``columns`` (for :meth:`ResultStore.get_many`).
+
+    The returned ``check(row)`` raises ValueError for a missing column or a value of the wrong
+    kind: a string in ``text`` columns, a bool in ``flags`` columns, and a number (int or float,
+    not bool) or null in every other column (``"coverage": "banana"`` is refused).
+    """
+    columns, text, flags = tuple(columns), frozenset(text), frozenset(flags)
+
+    def check(row: dict) -> None:
+        for col in columns:
+            if col not in row:
+                raise ValueError(f"column {col!r} is missing")
+            v = row[col]
+            if col in text:
+                ok = isinstance(v, str)
+            elif col in flags:
+                ok = isinstance(v, bool)
+            else:
+                ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"column {col!r} holds {v!r}")
+
+    return check
 
 
 class StoreWarning(UserWarning):
