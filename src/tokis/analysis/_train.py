@@ -32,7 +32,7 @@ import pandas as pd
 
 from ._common import as_behavior, as_family
 from ._config import Behavior
-from ._gradient import parse_objectives
+from ._objective_config import parse_objectives
 from ._harness import replication_seeds
 from ._output import BLANK
 from ._sweep import run_cells

@@ -50,7 +50,7 @@ from ..objectives import gradient as sampled_gradient
 from ..objectives._coefficients import SequenceCoefficient
 from ..objectives._sampled import token_log_probs
 from ._config import Behavior, Family, to_jsonable
-from ._gradient import ObjectiveConfig, parse_objective
+from ._objective_config import ObjectiveConfig, parse_objective
 from ._optim import OPTIMIZERS, make_optimizer
 
 __all__ = ["TrainConfig", "run_seed", "clip_fraction", "iteration_seed", "initial_policy", "DEFAULT_FAMILY",
