@@ -204,7 +204,7 @@ def test_landscape_equals_direct_surrogate_calls(tmp_path):
     assert (sub["aggregation"] == "token_mean").all()
     gspo = curves[curves["objective"] == "gspo"]  # 3^3 = 27 sequences > max_sequences: reported, not raised
     assert len(gspo) == 1 and gspo["method"].item() == "none" and "max_sequences=10" in gspo["note"].item()
-    from tokis.analysis._plots import plot_landscape
+    from tokis.analysis._panel_plots import plot_landscape
 
     (path,) = plot_landscape(curves, tmp_path, prefix="g", title="test")
     assert path.name == "g_landscape.png" and path.read_bytes()[:8] == PNG

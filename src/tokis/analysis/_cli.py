@@ -293,7 +293,7 @@ def _cmd_gradient(a) -> int:
                                   f"(T = {min(Ts)}..{max(Ts)}) with an exact value."]
     A.say(to_markdown(turns_shown, digits=a.digits))
     if a.out:
-        from ._plots import plot_gradient, plot_landscape
+        from ._panel_plots import plot_gradient, plot_landscape
 
         write_tables({"gradient": (table, shown), "gradient_turning_points": (turns, turns_shown)}, a.out,
                      digits=a.digits)
@@ -331,7 +331,7 @@ def _cmd_coverage(a) -> int:
          f"seed={a.seed}, bca resamples={a.resamples}\n")
     A.say(to_markdown(shown, digits=a.digits))
     if a.out:
-        from ._plots import plot_coverage
+        from ._panel_plots import plot_coverage
 
         write_tables({"coverage": (table, shown)}, a.out, digits=a.digits)
         plot_coverage(table, a.out, prefix="coverage", title=f"{fam.label}, {beh.label}, n={a.n}, R={a.replications}")
