@@ -207,28 +207,33 @@ def _token_product_rows(lr, mask, full, params, per_length, lengths, out, lo, hi
 
 
 def _per_decision_rows(lr, mask, full, rew, params, b, h, lw, lo, hi):  # pragma: no cover
-    # f_i = sum_t exp(P_t) rew_t = exp(b_i) h_i, P_t the prefix sum of y, b_i its max over rewarded steps
+    # f_i = sum_t exp(P_t) rew_t = exp(b_i) h_i, P_t the prefix sum of y, b_i its max over rewarded steps.
+    # One pass keeps the prefix sums and the list of rewarded steps (appended without a branch:
+    # a reward every few steps is an unpredictable branch), then the exponentials are taken at
+    # the rewarded steps only: the same sums, in the same order, as recomputing the prefix.
     x, mk, rw, bo, ho, lwo = lr[lo:hi], mask[lo:hi], rew[lo:hi], b[lo:hi], h[lo:hi], lw[lo:hi]
     rows, T = x.shape
+    prefix = np.empty(T)
+    steps = np.empty(T, dtype=np.int64)
     for i in range(rows):
         acc = 0.0
         top = -np.inf
+        k = 0
         for t in range(T):
             if full or mk[i, t]:
                 acc += MAP(x[i, t], *params)  # noqa: F821
-            if rw[i, t] != 0.0 and acc > top:
-                top = acc
+            prefix[t] = acc
+            steps[k] = t
+            hit = rw[i, t] != 0.0
+            k += hit
+            top = max(top, acc if hit else -np.inf)  # acc is never -0.0 (sums start at +0.0): no sign ties
         lwo[i] = acc
         if top == -np.inf:
             top = 0.0
-        acc = 0.0
         s = 0.0
-        for t in range(T):
-            if full or mk[i, t]:
-                acc += MAP(x[i, t], *params)  # noqa: F821
-            r = rw[i, t]
-            if r != 0.0:
-                s += fast_exp(acc - top) * r
+        for j in range(k):
+            t = steps[j]
+            s += fast_exp(prefix[t] - top) * rw[i, t]
         bo[i] = top
         ho[i] = s
 
