@@ -18,7 +18,8 @@ import numpy as np
 from ..estimators import REGISTRY, get_estimator, register
 from ..estimators import EstimatorSpec as DeclaredSpec
 
-__all__ = ["EstimatorConfig", "load_declaration", "parse_estimator", "parse_estimators", "split_items"]
+__all__ = ["EstimatorConfig", "config_label", "load_declaration", "parse_estimator", "parse_estimators", "parse_value",
+           "split_items"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,9 +54,7 @@ class EstimatorConfig:
     @property
     def label(self) -> str:
         """``name`` or ``name(k=v,...)`` -- unique per specification, used as the table's row name."""
-        if not self.params:
-            return self.name
-        return f"{self.name}({','.join(f'{k}={_fmt_param(v)}' for k, v in self.params)})"
+        return config_label(self.name, self.params)
 
     def resolve(self):
         """The :class:`tokis.estimators.EstimatorSpec` this configuration runs (imports ``origin`` if needed)."""
@@ -68,10 +67,11 @@ class EstimatorConfig:
         return self.resolve().fingerprint
 
 
-def _fmt_param(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+def config_label(name: str, items) -> str:
+    """``name``, or ``name(k=v,...)`` with floats as ``%g``: the table's row name of a configuration."""
+    if not items:
+        return name
+    return f"{name}({','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in items)})"
 
 
 def load_declaration(origin: str):
@@ -108,7 +108,8 @@ def load_declaration(origin: str):
     return spec
 
 
-def _parse_value(text: str, default=None):
+def parse_value(text: str, default=None):
+    """A parameter value from text: ``none``, ``true``/``false``, a number (int when ``default`` is one), or the text."""
     t = text.strip()
     low = t.lower()
     if low in ("none", "null"):
@@ -126,7 +127,7 @@ def _parse_value(text: str, default=None):
 
 def _normalise_value(v, default=None):
     if isinstance(v, str):
-        return _parse_value(v, default)
+        return parse_value(v, default)
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, (numbers.Integral, np.integer)):
@@ -205,7 +206,7 @@ def parse_estimator(spec) -> EstimatorConfig:
                 key, eq, val = item.partition("=")
                 if not eq or not key.strip():
                     raise ValueError(f"malformed estimator parameter {item!r} in {spec!r} (expected key=value)")
-                params[key.strip()] = _parse_value(val)
+                params[key.strip()] = parse_value(val)
         return _make_spec(name, params, origin)
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
         name, params = spec

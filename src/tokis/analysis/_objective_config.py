@@ -19,7 +19,7 @@ import numpy as np
 from ..objectives import REGISTRY as OBJECTIVES
 from ..objectives import get_correction, get_objective
 from ._config import canonical_json
-from ._estimator_config import split_items
+from ._estimator_config import config_label, parse_value, split_items
 
 __all__ = ["ObjectiveConfig", "parse_objective", "parse_objectives"]
 
@@ -54,9 +54,7 @@ class ObjectiveConfig:
     @property
     def label(self) -> str:
         """``name`` or ``name(k=v,...)`` with the given parameters: the table's row name."""
-        if not self.given:
-            return self.name
-        return f"{self.name}({','.join(f'{k}={_fmt(v)}' for k, v in self.given)})"
+        return config_label(self.name, self.given)
 
     def resolve(self):
         """The registered :class:`tokis.objectives.ObjectiveSpec`."""
@@ -74,24 +72,6 @@ class ObjectiveConfig:
         if corr is not None:
             parts.append(_source(get_correction(corr).factor))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _parse_value(text: str):
-    """A parameter value from text: ``none``, ``true``/``false``, a number, or the text itself."""
-    t = text.strip()
-    low = t.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return float(t)
-    except ValueError:
-        return t
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _source(fn) -> str:
@@ -120,7 +100,7 @@ def _make_objective(name, params: Mapping) -> ObjectiveConfig:
         if not isinstance(k, str):
             raise TypeError(f"objective parameter names must be strings, got {k!r}")
         if isinstance(v, str):
-            v = _parse_value(v)
+            v = parse_value(v)
         elif isinstance(v, (bool, np.bool_)):
             v = bool(v)
         elif isinstance(v, (int, float, np.integer, np.floating)):
@@ -179,7 +159,7 @@ def parse_objective(spec) -> ObjectiveConfig:
                 key, eq, val = item.partition("=")
                 if not eq or not key.strip():
                     raise ValueError(f"malformed objective parameter {item!r} in {spec!r} (expected key=value)")
-                params[key.strip()] = _parse_value(val)
+                params[key.strip()] = parse_value(val)
         return _make_objective(name, params)
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
         name, params = spec
