@@ -140,7 +140,9 @@ def _mapped_block(lr, mask, full, params, buf):  # pragma: no cover - template
 # provably non-negative needs no wraparound check, and the loops vectorise.
 
 
-def _token_sum_rows(lr, mask, full, params, offset, per_length, lengths, out, lo, hi):  # pragma: no cover
+def _token_sum_rows(lr, mask, full, params, offset, empty, per_length, lengths, out, lo, hi):  # pragma: no cover
+    # ``(offset + sum_t MAP(l_t)) [/ L]`` per row, ``empty`` for a row with L = 0 under per_length; also
+    # the token-product family's log-weights (offset 0, empty 0: adding +0.0 leaves every sum as it is)
     x, mk, L, o = lr[lo:hi], mask[lo:hi], lengths[lo:hi], out[lo:hi]
     rows, T = x.shape
     if T <= _SMALL_T:
@@ -155,7 +157,7 @@ def _token_sum_rows(lr, mask, full, params, offset, per_length, lengths, out, lo
                 s += offset
                 if per_length:
                     k = L[i0 + i]
-                    s = s / k if k > 0 else 1.0
+                    s = s / k if k > 0 else empty
                 o[i0 + i] = s
         return
     for i in range(rows):
@@ -170,39 +172,7 @@ def _token_sum_rows(lr, mask, full, params, offset, per_length, lengths, out, lo
         s += offset
         if per_length:
             k = L[i]
-            s = s / k if k > 0 else 1.0
-        o[i] = s
-
-
-def _token_product_rows(lr, mask, full, params, per_length, lengths, out, lo, hi):  # pragma: no cover
-    x, mk, L, o = lr[lo:hi], mask[lo:hi], lengths[lo:hi], out[lo:hi]
-    rows, T = x.shape
-    if T <= _SMALL_T:
-        buf = np.empty(_BLOCK * T)
-        for i0 in range(0, rows, _BLOCK):
-            i1 = min(rows, i0 + _BLOCK)
-            MAPPED(x[i0:i1], mk[i0:i1], full, params, buf)  # noqa: F821
-            for i in range(i1 - i0):
-                s = 0.0
-                for t in range(T):
-                    s += buf[i * T + t]
-                if per_length:
-                    k = L[i0 + i]
-                    s = s / k if k > 0 else 0.0
-                o[i0 + i] = s
-        return
-    for i in range(rows):
-        s = 0.0
-        if full:
-            for t in range(T):
-                s += MAP(x[i, t], *params)  # noqa: F821
-        else:
-            for t in range(T):
-                v = MAP(x[i, t], *params)  # noqa: F821
-                s += v if mk[i, t] else 0.0
-        if per_length:
-            k = L[i]
-            s = s / k if k > 0 else 0.0
+            s = s / k if k > 0 else empty
         o[i] = s
 
 
@@ -266,22 +236,13 @@ def _count_rows(lr, mask, full, params, out, lo, hi):  # pragma: no cover
 _ZERO = np.int64(0)
 
 
-def _token_sum_drive(lr, mask, full, params, offset, per_length, lengths, out, nch):  # pragma: no cover
+def _token_sum_drive(lr, mask, full, params, offset, empty, per_length, lengths, out, nch):  # pragma: no cover
     if nch > 1:
         for ch in numba.prange(nch):
             lo, hi = bounds(ch, nch, lr.shape[0])
-            ROWS(lr, mask, full, params, offset, per_length, lengths, out, lo, hi)  # noqa: F821
+            ROWS(lr, mask, full, params, offset, empty, per_length, lengths, out, lo, hi)  # noqa: F821
     else:
-        ROWS(lr, mask, full, params, offset, per_length, lengths, out, _ZERO, lr.shape[0])  # noqa: F821
-
-
-def _token_product_drive(lr, mask, full, params, per_length, lengths, out, nch):  # pragma: no cover
-    if nch > 1:
-        for ch in numba.prange(nch):
-            lo, hi = bounds(ch, nch, lr.shape[0])
-            ROWS(lr, mask, full, params, per_length, lengths, out, lo, hi)  # noqa: F821
-    else:
-        ROWS(lr, mask, full, params, per_length, lengths, out, _ZERO, lr.shape[0])  # noqa: F821
+        ROWS(lr, mask, full, params, offset, empty, per_length, lengths, out, _ZERO, lr.shape[0])  # noqa: F821
 
 
 def _per_decision_drive(lr, mask, full, rew, params, b, h, lw, nch):  # pragma: no cover
@@ -304,7 +265,7 @@ def _out_drive(lr, mask, full, params, out, nch):  # pragma: no cover - prefix a
 
 _TEMPLATES = {
     "token_sum": (_token_sum_rows, _token_sum_drive, _FM),
-    "token_product": (_token_product_rows, _token_product_drive, _FM),
+    "token_product": (_token_sum_rows, _token_sum_drive, _FM),  # the sum of the log factors, offset 0
     "per_decision": (_per_decision_rows, _per_decision_drive, None),
     "prefix": (_prefix_rows, _out_drive, None),
     "count": (_count_rows, _out_drive, None),
@@ -369,8 +330,8 @@ def token_sum(func, log_ratio, mask, full, params, offset, per_length, lengths, 
     """
     out = np.empty(log_ratio.shape[0])
     nch = chunks_for(log_ratio.shape[0], threads)
-    family("token_sum", func, nch)(log_ratio, mask, full, params, float(offset), bool(per_length), lengths, out,
-                                   nch)
+    family("token_sum", func, nch)(log_ratio, mask, full, params, float(offset), 1.0, bool(per_length), lengths,
+                                   out, nch)
     return out
 
 
@@ -378,7 +339,7 @@ def token_product(func, log_ratio, mask, full, params, per_length, lengths, thre
     """Log-weight ``sum_t y(l_t) [/ L]`` per row (rows,) (0 for an empty row when ``per_length``)."""
     out = np.empty(log_ratio.shape[0])
     nch = chunks_for(log_ratio.shape[0], threads)
-    family("token_product", func, nch)(log_ratio, mask, full, params, bool(per_length), lengths, out, nch)
+    family("token_product", func, nch)(log_ratio, mask, full, params, 0.0, 0.0, bool(per_length), lengths, out, nch)
     return out
 
 
